@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine (Python 3.10+, pip, the package index):
+#   make repro   - create .venv, install the pinned dependencies, run the whole DVC pipeline
+#   make test    - same set-up, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lmlab-installed
+
+.PHONY: repro test params clean-outputs
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+repro: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q
+
+# Recompose params.yaml from conf/ (DVC does this itself on `dvc exp run`).
+params: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python -m lmlab.params > params.yaml.tmp && mv params.yaml.tmp params.yaml

@@ -1,0 +1,20 @@
+"""Stage `generate`: decode the test split with the configured strategy into a JSONL file."""
+
+from lmlab.cli import stage_main
+from lmlab.translation import generate_split
+
+
+def run(cfg, model, prepared_dir, raw_dir, out):
+    speed = generate_split(cfg, model, prepared_dir, raw_dir, out)
+    print(f"wrote {out}: {speed['sentences']} sentences, {speed['sentences_per_second']} sent/s, "
+          f"{speed['tokens_per_second']} tok/s ({cfg.decoding.strategy})")
+
+
+def main(argv=None) -> int:
+    paths = {"model": "data/model/model.pt", "prepared_dir": "data/prepared", "raw_dir": "data/raw",
+             "out": "reports/generations.jsonl"}
+    return stage_main(__doc__, paths, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

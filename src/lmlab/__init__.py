@@ -1,0 +1,1 @@
+"""lmlab: reproducible Transformer experiments."""

@@ -1,0 +1,302 @@
+"""lmlab's validated configuration, and the one function both doors go through.
+
+Two doors lead to a run:
+
+* Hydra: ``python src/train.py model=small trainer.max_steps=200`` composes ``conf/`` with the
+  overrides (``compose``);
+* DVC: a stage reads ``params.yaml``, which DVC itself composed from ``conf/`` for
+  ``dvc exp run -S ...`` (``load_params``).
+
+Both hand a plain mapping to ``build_config``, which checks every key and value and returns frozen
+dataclasses. Errors are ``ConfigError`` with the dotted key in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A bad key or value; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic"
+    seed: int = 1234
+    n_train: int = 20000
+    n_valid: int = 1000
+    n_test: int = 1000
+
+    def check(self) -> None:
+        _require(self.name in ("synthetic",), "data.name", self.name, "must be 'synthetic'")
+        for key in ("n_train", "n_valid", "n_test"):
+            _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: str = "bpe"
+    vocab_size: int = 6000
+    min_frequency: int = 2
+    max_tokens: int = 128
+
+    def check(self) -> None:
+        _require(self.kind == "bpe", "tokenizer.kind", self.kind, "must be 'bpe'")
+        _require(self.vocab_size >= 16, "tokenizer.vocab_size", self.vocab_size, "must be >= 16")
+        _require(self.min_frequency >= 1, "tokenizer.min_frequency", self.min_frequency, "must be >= 1")
+        _require(self.max_tokens >= 1, "tokenizer.max_tokens", self.max_tokens, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = "tiny"
+    arch: str = "encoder-decoder"
+    n_embd: int = 256
+    n_head: int = 4
+    n_encoder_layer: int = 3
+    n_decoder_layer: int = 3
+    d_ff: int = 1024
+    dropout: float = 0.1
+    max_len: int = 256
+    norm_first: bool = True
+    tie_embeddings: bool = True
+
+    def check(self) -> None:
+        _require(self.arch == "encoder-decoder", "model.arch", self.arch,
+                 "must be 'encoder-decoder' (decoder-only is not built yet)")
+        for key in ("n_embd", "n_head", "n_encoder_layer", "n_decoder_layer", "d_ff", "max_len"):
+            _require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "must be >= 1")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
+        if (self.n_embd // self.n_head) % 2:
+            raise ConfigError(f"model.n_embd / model.n_head = {self.n_embd // self.n_head} must be even")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.01
+    warmup_steps: int = 300
+    label_smoothing: float = 0.1
+    gradient_clip_val: float = 1.0
+    val_check_interval: int = 500
+    limit_val_batches: float = 1.0
+    log_every_n_steps: int = 25
+    num_workers: int = 0
+
+    def check(self) -> None:
+        _require(self.accelerator in ("cpu", "gpu", "cuda", "auto"), "trainer.accelerator",
+                 self.accelerator, "must be one of cpu, gpu, cuda, auto")
+        _require(self.precision in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+                 "trainer.precision", self.precision,
+                 "must be one of 32-true, bf16-mixed, 16-mixed, bf16-true")
+        _require(self.devices == -1 or self.devices >= 1, "trainer.devices", self.devices,
+                 "must be >= 1 or -1 (all)")
+        for key in ("max_steps", "batch_size", "val_check_interval", "log_every_n_steps", "num_nodes"):
+            _require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "must be >= 1")
+        for key in ("warmup_steps", "num_workers"):
+            _require(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "must be >= 0")
+        _require(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "trainer.betas",
+                 list(self.betas), "must be two numbers in [0, 1)")
+        _require(0.0 <= self.label_smoothing < 1.0, "trainer.label_smoothing", self.label_smoothing,
+                 "must be in [0, 1)")
+        _require(self.gradient_clip_val >= 0, "trainer.gradient_clip_val", self.gradient_clip_val,
+                 "must be >= 0 (0 turns clipping off)")
+        _require(0 < self.limit_val_batches, "trainer.limit_val_batches", self.limit_val_batches,
+                 "must be > 0")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    strategy: str = "greedy"
+    beam_size: int = 1
+    length_penalty: float = 1.0
+    n_best: int = 1
+    max_new_tokens: int = 64
+    batch_size: int = 64
+
+    def check(self) -> None:
+        _require(self.strategy in ("greedy", "beam"), "decoding.strategy", self.strategy,
+                 "must be 'greedy' or 'beam'")
+        _require(self.beam_size >= 1, "decoding.beam_size", self.beam_size, "must be >= 1")
+        if self.strategy == "greedy" and self.beam_size != 1:
+            raise ConfigError(f"decoding.beam_size={self.beam_size} needs decoding.strategy=beam "
+                              "(greedy keeps one hypothesis)")
+        _require(1 <= self.n_best <= self.beam_size, "decoding.n_best", self.n_best,
+                 f"must be between 1 and decoding.beam_size={self.beam_size}")
+        _require(self.max_new_tokens >= 1, "decoding.max_new_tokens", self.max_new_tokens, "must be >= 1")
+        _require(self.batch_size >= 1, "decoding.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    kind: str = "wandb"
+    project: str = "lmlab"
+    entity: str | None = None
+    mode: str = "offline"
+    save_dir: str = "."
+
+    def check(self) -> None:
+        _require(self.kind in ("wandb", "csv", "none"), "logger.kind", self.kind,
+                 "must be one of wandb, csv, none")
+        _require(self.mode in ("offline", "online", "disabled"), "logger.mode", self.mode,
+                 "must be one of offline, online, disabled")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    bleu_tokenize: str = "13a"
+    rouge_stemmer: bool = True
+    batch_size: int = 64
+    report_examples: int = 8
+
+    def check(self) -> None:
+        import sacrebleu
+
+        choices = sacrebleu.BLEU.TOKENIZERS
+        _require(self.bleu_tokenize in choices, "evaluate.bleu_tokenize", self.bleu_tokenize,
+                 f"must be one of {', '.join(choices)}")
+        _require(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "must be >= 1")
+        _require(self.report_examples >= 0, "evaluate.report_examples", self.report_examples,
+                 "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 1234
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _require(ok: bool, key: str, value, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} {rule}")
+
+
+def _coerce(value, annotation, key: str):
+    """Check ``value`` against a field annotation (int, float, bool, str, X | None, tuple)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}={value!r} must be a list of {len(args)} values")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - a field type this function does not know
+        raise TypeError(f"unsupported config field type {annotation} for {key}")
+    raise ConfigError(f"{key}={value!r} must be of type {annotation.__name__}")
+
+
+def _build(cls, raw: Mapping, prefix: str):
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    values = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(raw[name], hint, f"{prefix}{name}")
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check()
+    return obj
+
+
+def build_config(raw: Mapping) -> Config:
+    """The one constructor of a validated ``Config``, for both the Hydra and the DVC door."""
+    return _build(Config, raw, "")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """``conf/config.yaml`` composed with Hydra overrides, as a plain dict (the Hydra door)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {first}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """``params.yaml`` as a plain dict (the DVC door)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run `make params` (or `dvc exp run`) to compose it from conf/")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of config groups")
+    return raw

@@ -1,0 +1,20 @@
+"""Stage `report`: reports/report.md with the metrics table, loss plots and example generations."""
+
+from lmlab.cli import stage_main
+from lmlab.reporting import write_report
+
+
+def run(cfg, metrics, generations, curves_dir, out, figures_dir):
+    write_report(metrics, generations, curves_dir, out, figures_dir,
+                 n_examples=cfg.evaluate.report_examples, config=cfg.to_dict())
+    print(f"wrote {out}")
+
+
+def main(argv=None) -> int:
+    paths = {"metrics": "reports/metrics.json", "generations": "reports/generations.jsonl",
+             "curves_dir": "reports/train", "out": "reports/report.md", "figures_dir": "reports/figures"}
+    return stage_main(__doc__, paths, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

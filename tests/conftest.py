@@ -1,0 +1,36 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides():
+    """The real config, shrunk to seconds: small corpus, vocabulary, model and step budget."""
+    return [
+        "data.n_train=400", "data.n_valid=40", "data.n_test=24",
+        "tokenizer.vocab_size=300",
+        "model.n_embd=32", "model.n_head=2", "model.n_encoder_layer=1", "model.n_decoder_layer=1",
+        "model.d_ff=64", "model.max_len=96",
+        "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.batch_size=32",
+        "trainer.warmup_steps=2", "trainer.log_every_n_steps=2",
+        "decoding.max_new_tokens=20",
+        "logger=none",
+    ]

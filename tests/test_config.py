@@ -1,0 +1,82 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmlab.config import CONF_DIR, ConfigError, build_config, compose, load_params
+from lmlab.model import Transformer
+from lmlab.params import render
+from lmlab.training import model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    """params.yaml must not drift from conf/: regenerate it with `make params`."""
+    assert load_params(ROOT / "params.yaml") == compose([]), "params.yaml differs from conf/: run `make params`"
+    assert yaml.safe_load(render()) == compose([])
+
+
+def test_both_doors_build_the_same_config(tmp_path):
+    overrides = ["model=small", "decoding=beam", "trainer.max_steps=7"]
+    params = tmp_path / "params.yaml"
+    params.write_text(render(overrides))
+    via_dvc = build_config(load_params(params))
+    via_hydra = build_config(compose(overrides))
+    assert via_dvc == via_hydra
+    assert (via_hydra.model.n_embd, via_hydra.decoding.beam_size, via_hydra.trainer.max_steps) == (384, 4, 7)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_model_preset_comment_matches_the_code(preset):
+    """Each preset opens with a comment giving its dims and its parameter count at vocab 6,000."""
+    text = (CONF_DIR / "model" / f"{preset}.yaml").read_text()
+    assert text.startswith(f"# {preset}:")
+    cfg = build_config(compose([f"model={preset}"]))
+    model = Transformer(model_config(cfg, 6000))
+    stated = float(re.search(r"([\d.]+)M parameters", text).group(1))
+    assert stated == round(model.num_parameters() / 1e6, 2)
+    m = cfg.model
+    assert f"n_embd {m.n_embd}" in text and f"{m.n_head} heads" in text
+    assert f"{m.n_encoder_layer}+{m.n_decoder_layer} layers" in text and f"d_ff {m.d_ff}" in text
+
+
+def test_transformer_base_and_big_dimensions():
+    base = build_config(compose(["model=base"])).model
+    big = build_config(compose(["model=large"])).model
+    assert (base.n_embd, base.n_head, base.n_encoder_layer, base.d_ff) == (512, 8, 6, 2048)
+    assert (big.n_embd, big.n_head, big.n_encoder_layer, big.d_ff) == (1024, 16, 6, 4096)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.n_embd=128", "model.n_head=7"], "model.n_embd=128 is not divisible by model.n_head=7"),
+    (["decoding=beam", "decoding.beam_size=0"], "decoding.beam_size=0 must be >= 1"),
+    (["decoding.beam_size=4"], "decoding.beam_size=4 needs decoding.strategy=beam"),
+    (["trainer.lr=-1"], "trainer.lr=-1.0 must be > 0"),
+    (["+model.n_layers=4"], "unknown config key model.n_layers (did you mean model.n_encoder_layer?)"),
+    (["trainer.max_steps=many"], "trainer.max_steps='many' must be of type int"),
+    (["evaluate.bleu_tokenize=moses"], "evaluate.bleu_tokenize='moses' must be one of"),
+])
+def test_validation_names_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        build_config(compose(overrides))
+    assert message in str(err.value)
+
+
+def test_unknown_group_option_is_one_clear_error():
+    with pytest.raises(ConfigError, match="model=huge"):
+        compose(["model=huge"])
+
+
+def test_cli_bad_override_exits_with_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "src/train.py", "model.n_head=7", "model.n_embd=128", f"--out-dir={tmp_path}/out"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: model.n_embd=128 is not divisible by model.n_head=7"]
+    assert not (tmp_path / "out").exists()
