@@ -4,9 +4,15 @@ from lmlab.cli import stage_main
 from lmlab.reporting import write_report
 
 
+def upstream(cfg) -> dict:
+    """The settings shown in the report: those whose change reruns this stage through its deps."""
+    full = cfg.to_dict()
+    return {k: full[k] for k in ("data", "tokenizer", "model", "trainer", "decoding")}
+
+
 def run(cfg, metrics, generations, curves_dir, out, figures_dir):
     write_report(metrics, generations, curves_dir, out, figures_dir,
-                 n_examples=cfg.evaluate.report_examples, config=cfg.to_dict())
+                 n_examples=cfg.evaluate.report_examples, config=upstream(cfg))
     print(f"wrote {out}")
 
 

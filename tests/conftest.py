@@ -11,6 +11,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def pytest_configure(config):
+    import torch
+
+    # Test models are tiny: one thread avoids OpenMP spin-waits that make small ops crawl
+    # whenever another process shares the two cores.
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -63,11 +63,11 @@ class TokenizerConfig:
 class ModelSection:
     name: str = "tiny"
     arch: str = "encoder-decoder"
-    n_embd: int = 256
+    n_embd: int = 128
     n_head: int = 4
     n_encoder_layer: int = 3
     n_decoder_layer: int = 3
-    d_ff: int = 1024
+    d_ff: int = 512
     dropout: float = 0.1
     max_len: int = 256
     norm_first: bool = True
@@ -92,15 +92,15 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    max_steps: int = 3000
+    max_steps: int = 1500
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.01
-    warmup_steps: int = 300
+    warmup_steps: int = 150
     label_smoothing: float = 0.1
     gradient_clip_val: float = 1.0
-    val_check_interval: int = 500
+    val_check_interval: int = 250
     limit_val_batches: float = 1.0
     log_every_n_steps: int = 25
     num_workers: int = 0

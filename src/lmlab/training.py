@@ -178,7 +178,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
           run_name: str | None = None) -> dict:
     """Train on ``prepared_dir``; write checkpoints and ``model.pt`` to ``out_dir`` and the curves
     to ``curves_dir``. Returns the run summary (also written to ``out_dir/run.json``)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from torch.utils.data import DataLoader
 
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
@@ -213,7 +213,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None,
         limit_val_batches=tc.limit_val_batches, gradient_clip_val=tc.gradient_clip_val or None,
-        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=[ckpt, curves],
+        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=[ckpt, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps)],
         default_root_dir=str(out_dir), deterministic=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=True,
     )

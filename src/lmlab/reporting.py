@@ -1,0 +1,197 @@
+"""The ``report`` stage's library: training-curve plots and a markdown report of one run.
+
+``write_report`` reads what the earlier stages left (``reports/metrics.json``, the generations JSONL,
+the curve TSVs in ``reports/train``) and writes ``reports/report.md`` plus PNG figures whose links
+are relative to the report's folder, so the report renders wherever the repository is checked out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_path, atomic_write_text
+from .scoring import read_generations
+
+# Figure file -> (caption, y label, [(curve file, legend label), ...]); the curve files are the ones
+# the train stage writes (see ``training.CURVES``).
+FIGURES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    "loss.png": ("Training and validation loss", "loss",
+                 [("train_loss.tsv", "train/loss"), ("val_loss.tsv", "val/loss")]),
+    "lr.png": ("Learning rate", "learning rate", [("lr.tsv", "lr")]),
+}
+
+
+def read_curve(path: str | Path) -> list[tuple[int, float]]:
+    """Read a curve TSV: a header ``step<TAB>name`` then one ``step<TAB>value`` row per point."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or not lines[0].startswith("step\t"):
+        raise ValueError(f"{path}:1: expected a header 'step<TAB><metric name>', "
+                         f"got {lines[0] if lines else ''!r}")
+    points = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            points.append((int(fields[0]), float(fields[1])))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: expected '<int step><TAB><float value>', "
+                             f"got {line!r}") from None
+    return points
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], out_png: str | Path, *, title: str,
+                ylabel: str, logy: bool = False) -> None:
+    """Plot one line per curve (x = step) into ``out_png``, written atomically.
+
+    Draws on a bare ``Figure`` with the Agg canvas rather than through pyplot: no backend to select,
+    no global figure registry to leak into, so it is safe in tests and headless stages alike.
+    """
+    if not any(curves.values()):
+        raise ValueError(f"nothing to plot for {out_png}: every curve is empty")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, points in curves.items():
+        if not points:
+            continue
+        steps, values = zip(*points)
+        # A few points (validation runs) read better with markers; a dense curve without.
+        ax.plot(steps, values, label=label, marker="o" if len(points) <= 30 else None, markersize=3)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel="step", ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)  # the temporary name ends in .tmp: say the format
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside a markdown table cell: HTML-escaped, ``|`` escaped, newlines as <br>."""
+    text = str(value)
+    if not text.strip():
+        return "*(empty)*"
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return format(value, ".10g")  # as written to metrics.json, minus float noise (0.1+0.2)
+    return str(value)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _link(path: str) -> str:
+    return f"<{path}>" if any(c in path for c in " ()") else path
+
+
+def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, str]], *,
+                  title: str = "lmlab report", config: dict | None = None,
+                  notes: list[str] | None = None) -> str:
+    """The report as markdown.
+
+    ``figures`` are ``(caption, path)`` with paths relative to where the markdown will live;
+    ``notes`` are lines shown under the figures (e.g. which curve files were missing).
+    """
+    flat = _flatten(metrics)
+    signatures = {k: v for k, v in flat.items() if k.endswith("_signature")}
+    lines = [f"# {title}", "", "## Metrics", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {_cell(k)} | {_cell(_format_value(v))} |" for k, v in flat.items() if k not in signatures]
+    if signatures:
+        lines += ["", "### Metric signatures", ""]
+        lines += [f"- {k.removesuffix('_signature')}: `{v}`" for k, v in signatures.items()]
+
+    lines += ["", "## Figures", ""]
+    for caption, path in figures:
+        lines += [f"![{caption}]({_link(path)})", ""]
+    if not figures and not notes:
+        lines += ["*(no figures)*", ""]
+    for note in notes or []:
+        lines += [f"*{note}*", ""]
+
+    lines += ["## Example generations", ""]
+    if examples:
+        lines += ["| id | source | reference | hypothesis |", "|---:|---|---|---|"]
+        lines += [f"| {_cell(r['id'])} | {_cell(r['source'])} | {_cell(r['reference'])} | "
+                  f"{_cell(r['hypothesis'])} |" for r in examples]
+    else:
+        lines += ["*(no examples)*"]
+
+    if config:
+        import yaml
+
+        # Folded: the resolved config is long, and the metrics are what a reader comes for.
+        lines += ["", "## Config", "", "<details><summary>resolved config</summary>", "", "```yaml",
+                  yaml.safe_dump(config, sort_keys=False, default_flow_style=False).rstrip(), "```",
+                  "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def pick_examples(records: list[dict], n: int) -> list[dict]:
+    """``n`` records spread evenly over the file (indices ``i * len // n``), all of them if fewer."""
+    if n < 0:
+        raise ValueError(f"evaluate.report_examples={n} must be >= 0")
+    if n >= len(records):
+        return list(records)
+    return [records[i * len(records) // n] for i in range(n)]
+
+
+def write_report(metrics_path: str | Path, generations_path: str | Path, curves_dir: str | Path,
+                 out_md: str | Path, figures_dir: str | Path, *, n_examples: int = 8,
+                 config: dict | None = None) -> None:
+    """Write ``out_md`` and its figures (``loss.png``, ``lr.png`` in ``figures_dir``).
+
+    A missing or empty curve file drops its line (or its whole figure) with a note in the report;
+    a stale figure from an earlier run is deleted rather than left beside the new report.
+    """
+    metrics_path, out_md, figures_dir = Path(metrics_path), Path(out_md), Path(figures_dir)
+    curves_dir = Path(curves_dir)
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{metrics_path}: expected a JSON object of metrics")
+    examples = pick_examples(read_generations(generations_path), n_examples)
+
+    figures, notes = [], []
+    for fname, (caption, ylabel, sources) in FIGURES.items():
+        curves = {}
+        for tsv, label in sources:
+            path = curves_dir / tsv
+            if not path.is_file():
+                notes.append(f"{caption}: {tsv} not found in {curves_dir}, so {label} is not plotted.")
+                continue
+            points = read_curve(path)
+            if not points:
+                notes.append(f"{caption}: {tsv} has no points, so {label} is not plotted.")
+                continue
+            curves[label] = points
+        png = figures_dir / fname
+        if not curves:
+            png.unlink(missing_ok=True)
+            continue
+        plot_curves(curves, png, title=caption, ylabel=ylabel)
+        rel = os.path.relpath(png.resolve(), out_md.resolve().parent)
+        figures.append((caption, Path(rel).as_posix()))
+
+    atomic_write_text(out_md, render_report(metrics, examples, figures, config=config, notes=notes))

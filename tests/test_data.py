@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from lmlab.batching import BucketBatchSampler, PairDataset, collate_pairs, pad_batch
+from lmlab.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS, TokenArray, decode, encode_lines, train_bpe, write_array
+
+TEXT = ["the cat sat on the mat .", "a dog ran near the cat .", "la chatte est assise ."] * 20
+
+
+def test_bpe_roundtrip_and_special_ids():
+    tok = train_bpe(TEXT, vocab_size=80, min_frequency=1)
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
+    for line in TEXT[:3]:
+        (ids,) = list(encode_lines(tok, [line]))
+        assert min(ids) > EOS  # specials never appear in encoded text
+        assert decode(tok, ids) == line
+
+
+def test_token_arrays_roundtrip(tmp_path):
+    seqs = [[5, 6, 7], [], [9] * 40, [65000, 4]]
+    assert write_array(tmp_path / "x.source", seqs, vocab_size=65536) == 4
+    arr = TokenArray(tmp_path / "x.source")
+    assert arr.ids.dtype == np.uint16 and len(arr) == 4
+    assert [arr[i].tolist() for i in range(4)] == seqs
+    write_array(tmp_path / "y.source", [[70000]], vocab_size=70001)
+    assert TokenArray(tmp_path / "y.source").ids.dtype == np.uint32
+
+
+def test_missing_array_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.source\.ids\.npy not found: run the prepare stage"):
+        TokenArray(tmp_path / "nope.source")
+
+
+def test_collate_teacher_forcing_layout():
+    src, src_pad, tgt_in, tgt_out = collate_pairs([(np.array([7, 8, EOS]), np.array([9])),
+                                                   (np.array([7, EOS]), np.array([10, 11]))])
+    assert src.tolist() == [[7, 8, EOS], [7, EOS, PAD]]
+    assert src_pad.tolist() == [[False, False, False], [False, False, True]]
+    assert tgt_in.tolist() == [[BOS, 9, PAD], [BOS, 10, 11]]
+    assert tgt_out.tolist() == [[9, EOS, PAD], [10, 11, EOS]]
+    ids, mask = pad_batch([[1, 2], [3]])
+    assert ids.tolist() == [[1, 2], [3, 0]] and mask.tolist() == [[False, False], [False, True]]
+
+
+def test_bucket_sampler_covers_every_example_once_and_groups_lengths():
+    lengths = np.random.default_rng(0).integers(1, 50, size=1000)
+    sampler = BucketBatchSampler(lengths, batch_size=16, seed=3)
+    first = list(sampler)
+    flat = sorted(i for b in first for i in b)
+    assert flat == list(range(1000)) and len(first) == len(sampler)
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in first])
+    assert spread < 3  # random batches of 16 would spread over ~45
+    second = list(sampler)
+    assert first != second  # a new order each epoch ...
+    again = BucketBatchSampler(lengths, batch_size=16, seed=3)
+    assert list(again) == first  # ... and the same order for the same seed
+
+
+def test_bucket_sampler_shards_batches_across_ranks():
+    lengths = np.arange(100) % 7
+    shards = [list(BucketBatchSampler(lengths, 10, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    seen = [i for s in shards for b in s for i in b]
+    assert len(seen) == len(set(seen)) == 100 and len(shards[0]) == len(shards[1]) == 5
+
+
+def test_pair_dataset_appends_eos_and_truncates(tmp_path):
+    write_array(tmp_path / "train.source", [[5, 6, 7, 8]], 100)
+    write_array(tmp_path / "train.target", [[9]], 100)
+    ds = PairDataset(tmp_path, "train", max_source_len=3)
+    src, tgt = ds[0]
+    assert src.tolist() == [5, 6, EOS] and tgt.tolist() == [9]

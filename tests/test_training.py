@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmlab.config import build_config, compose
+from lmlab.encoding import prepare
+from lmlab.rawdata import download
+from lmlab.tracking import log_evaluation
+from lmlab.training import load_model, lr_lambda, train
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_overrides):
+    root = tmp_path_factory.mktemp("prepared")
+    cfg = build_config(compose(tiny_overrides))
+    download(cfg, root / "raw")
+    stats = prepare(cfg, root / "raw", root / "prepared")
+    assert stats["train"]["pairs"] == 400 and stats["test"]["pairs"] == 24
+    return root
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = lr_lambda(warmup_steps=10, max_steps=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+
+
+def test_train_writes_model_checkpoints_curves_and_offline_wandb_run(prepared, tiny_overrides, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(compose(tiny_overrides + ["logger=wandb", "trainer.max_steps=30",
+                                                  "trainer.val_check_interval=15", "trainer.lr=3e-3"]))
+    summary = train(cfg, prepared / "prepared", tmp_path / "model", tmp_path / "curves")
+    assert summary["global_step"] == 30
+    val = (tmp_path / "curves/val_loss.tsv").read_text().splitlines()
+    assert val[0] == "step\tval/loss" and [int(r.split("\t")[0]) for r in val[1:]] == [15, 30]
+    train_loss = [float(r.split("\t")[1]) for r in (tmp_path / "curves/train_loss.tsv").read_text().splitlines()[1:]]
+    assert train_loss[-1] < train_loss[0] - 0.5
+    assert (tmp_path / "model/checkpoints/last.ckpt").is_file()
+    assert (tmp_path / "model/checkpoints/best.ckpt").is_file()
+    assert json.loads((tmp_path / "model/run.json").read_text())["global_step"] == 30
+
+    # the exported model reproduces the best validation loss without the training config
+    model, tok, payload = load_model(tmp_path / "model/model.pt")
+    assert payload["config"]["model"]["n_embd"] == 32 and tok.get_vocab_size() <= 300
+    assert min(float(r.split("\t")[1]) for r in val[1:]) == pytest.approx(summary["best_val_loss"])
+
+    # W&B: offline, one run, evaluate adds to the same run id
+    run_id = summary["wandb"]["id"]
+    runs = list(Path("wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and runs[0].name.endswith(run_id)
+    log_evaluation(cfg, summary, {"bleu": 12.5}, [{"id": 0, "source": "s", "reference": "r", "hypothesis": "h"}])
+    files = sorted(Path("wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 2, "evaluate should resume the training run's id"
+    blob = b"".join(f.read_bytes() for f in files)
+    for needle in (b"val/loss", b"n_embd", b"test/bleu", b"test/generations"):
+        assert needle in blob
+
+
+def test_bad_prepared_dir_names_the_missing_file(tmp_path, tiny_overrides):
+    cfg = build_config(compose(tiny_overrides))
+    with pytest.raises(FileNotFoundError, match="tokenizer.json not found: run the prepare stage"):
+        train(cfg, tmp_path / "nothing", tmp_path / "model", tmp_path / "curves")
+    assert not (tmp_path / "model").exists()
