@@ -168,7 +168,7 @@ def test_write_report_skips_missing_curves_with_a_note(run_dir):
     assert "![Training and validation loss](figures/loss.png)" in md
     assert "lr.png" not in md
     assert "*Learning rate: lr.tsv not found in" in md
-    assert "*Training and validation loss: val_loss.tsv has no points, so val/loss is not plotted.*" in md
+    assert "*Training and validation loss: val_loss.tsv has no points, so val/loss (NLL per token) is not plotted.*" in md
     assert not (root / "reports" / "figures" / "lr.png").exists()   # stale figure removed
     assert png_size(root / "reports" / "figures" / "loss.png") == (768, 480)
 

@@ -19,7 +19,8 @@ from .scoring import read_generations
 # the train stage writes (see ``training.CURVES``).
 FIGURES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "loss.png": ("Training and validation loss", "loss",
-                 [("train_loss.tsv", "train/loss"), ("val_loss.tsv", "val/loss")]),
+                 [("train_loss.tsv", "train/loss (label-smoothed objective)"),
+                  ("val_loss.tsv", "val/loss (NLL per token)")]),
     "lr.png": ("Learning rate", "learning rate", [("lr.tsv", "lr")]),
 }
 
