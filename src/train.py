@@ -4,19 +4,29 @@
     python src/train.py --params params.yaml --out-dir data/model --curves-dir reports/train   # DVC
 """
 
+import os
 import time
 
 from lmlab.cli import stage_main
 from lmlab.training import train
 
 DEFAULT_OUT = "outputs/{time}"
+RUN_DIR_ENV = "LMLAB_RUN_DIR"
 
 
 def run(cfg, prepared_dir, out_dir, curves_dir):
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    out_dir = out_dir.format(time=stamp)
+    # Under DDP, Lightning starts the other ranks by running this script again; they find the
+    # directory rank 0 chose in the environment, so all ranks share one output directory.
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if "{time}" in out_dir:
+        out_dir = inherited or out_dir.format(time=time.strftime("%Y-%m-%d_%H-%M-%S"))
     curves_dir = curves_dir.format(out_dir=out_dir)
-    summary = train(cfg, prepared_dir, out_dir, curves_dir)
+    os.environ[RUN_DIR_ENV] = out_dir
+    try:
+        summary = train(cfg, prepared_dir, out_dir, curves_dir)
+    finally:
+        if inherited is None:
+            os.environ.pop(RUN_DIR_ENV, None)
     if summary:
         print(f"wrote {out_dir}/model.pt: {summary['n_parameters']:,} parameters, step "
               f"{summary['global_step']}, best val/loss {summary['best_val_loss']:.4f}, "

@@ -69,3 +69,11 @@ def test_pair_dataset_appends_eos_and_truncates(tmp_path):
     ds = PairDataset(tmp_path, "train", max_source_len=3)
     src, tgt = ds[0]
     assert src.tolist() == [5, 6, EOS] and tgt.tolist() == [9]
+
+
+def test_evaluation_sampler_keeps_every_batch_across_ranks():
+    lengths = np.arange(105) % 9  # 11 batches of 10: uneven over two ranks
+    shards = [BucketBatchSampler(lengths, 10, seed=1, shuffle=False, rank=r, world_size=2) for r in (0, 1)]
+    seen = sorted(i for s in shards for b in s for i in b)
+    assert seen == list(range(105))
+    assert [len(s) for s in shards] == [6, 5] == [len(list(s)) for s in shards]

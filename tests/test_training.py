@@ -64,3 +64,30 @@ def test_bad_prepared_dir_names_the_missing_file(tmp_path, tiny_overrides):
     with pytest.raises(FileNotFoundError, match="tokenizer.json not found: run the prepare stage"):
         train(cfg, tmp_path / "nothing", tmp_path / "model", tmp_path / "curves")
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides, tmp_path):
+    """Real DDP: Lightning starts a second process (gloo) by rerunning src/train.py; both ranks
+    must share one output directory and only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "src/train.py"), "--prepared-dir", str(prepared / "prepared"),
+           *tiny_overrides, "logger=csv", "trainer.max_steps=6", "trainer.val_check_interval=3",
+           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
+    env.pop("LMLAB_RUN_DIR", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = list((tmp_path / "outputs").iterdir())
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 6
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert [line.split("\t")[0] for line in (run_dir / "curves/val_loss.tsv").read_text().splitlines()] == [
+        "step", "3", "6"]
+    model, _, _ = load_model(run_dir / "model.pt")
+    assert model.num_parameters() == summary["n_parameters"]
+    assert proc.stdout.count("wrote ") == 1  # only rank 0 reports

@@ -88,7 +88,9 @@ class BucketBatchSampler(Sampler):
     def __iter__(self):
         batches = self._batches()
         if self.world_size > 1:
-            usable = len(batches) - len(batches) % self.world_size
+            # Training ranks must take equal numbers of steps (every step all-reduces gradients),
+            # so the last few batches are dropped; evaluation keeps them all, unevenly spread.
+            usable = len(batches) - len(batches) % self.world_size if self.shuffle else len(batches)
             batches = batches[self.rank:usable:self.world_size]
         if self.shuffle:
             self.epoch += 1  # the next pass over the data gets a new order
@@ -96,4 +98,6 @@ class BucketBatchSampler(Sampler):
 
     def __len__(self) -> int:
         n = -(-len(self.lengths) // self.batch_size)
-        return n // self.world_size if self.world_size > 1 else n
+        if self.world_size == 1:
+            return n
+        return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))

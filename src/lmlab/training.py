@@ -74,8 +74,8 @@ class TranslationModule(pl.LightningModule):
         sums = self.all_gather(self._val_sums)
         sums = sums.sum(0) if sums.dim() > 1 else sums
         loss = (sums[0] / sums[1].clamp(min=1)).float()
-        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val/ppl", loss.exp(), sync_dist=False)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)  # same value on every rank
+        self.log("val/ppl", loss.exp(), sync_dist=True)
 
     def configure_optimizers(self):
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
@@ -125,6 +125,34 @@ class CurveWriter(pl.Callback):
             lines = [f"step\t{name}"] + [f"{s}\t{v:.6g}" for s, v in self.rows[name]]
             with atomic_path(self.out_dir / fname) as tmp:
                 Path(tmp).write_text("\n".join(lines) + "\n")
+
+
+class PairData(pl.LightningDataModule):
+    """Training and validation pairs in length-bucketed batches. The samplers are built once the
+    trainer knows this process's rank, so under DDP each rank reads its own share of batches."""
+
+    def __init__(self, prepared_dir, batch_size: int, seed: int, max_len: int, num_workers: int = 0):
+        super().__init__()
+        self.prepared_dir, self.batch_size, self.seed = Path(prepared_dir), batch_size, seed
+        self.max_len, self.num_workers = max_len, num_workers
+
+    def setup(self, stage=None):
+        self.train_set = PairDataset(self.prepared_dir, "train", self.max_len)
+        self.val_set = PairDataset(self.prepared_dir, "validation", self.max_len)
+
+    def _loader(self, data: PairDataset, shuffle: bool):
+        from torch.utils.data import DataLoader
+
+        sampler = BucketBatchSampler(data.lengths(), self.batch_size, seed=self.seed, shuffle=shuffle,
+                                     rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate_pairs,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False)
 
 
 def make_logger(cfg: Config, run_name: str):
@@ -179,7 +207,6 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     """Train on ``prepared_dir``; write checkpoints and ``model.pt`` to ``out_dir`` and the curves
     to ``curves_dir``. Returns the run summary (also written to ``out_dir/run.json``)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-    from torch.utils.data import DataLoader
 
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     tok_path = prepared_dir / "tokenizer.json"
@@ -191,14 +218,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     tc = cfg.trainer
     mcfg = model_config(cfg, vocab_size)
 
-    train_set = PairDataset(prepared_dir, "train", mcfg.max_len)
-    val_set = PairDataset(prepared_dir, "validation", mcfg.max_len)
-    sampler = BucketBatchSampler(train_set.lengths(), tc.batch_size, seed=cfg.seed)
-    loaders = dict(collate_fn=collate_pairs, num_workers=tc.num_workers,
-                   persistent_workers=tc.num_workers > 0)
-    train_loader = DataLoader(train_set, batch_sampler=sampler, **loaders)
-    val_loader = DataLoader(val_set, batch_sampler=BucketBatchSampler(
-        val_set.lengths(), tc.batch_size, seed=cfg.seed, shuffle=False), **loaders)
+    data = PairData(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len, tc.num_workers)
 
     module = TranslationModule(mcfg.__dict__, tc.__dict__ | {"betas": list(tc.betas)})
     run_name = run_name or out_dir.name
@@ -224,7 +244,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*batch_size.*could not be inferred.*")
         start = time.perf_counter()
-        trainer.fit(module, train_loader, val_loader)
+        trainer.fit(module, datamodule=data)
         train_seconds = time.perf_counter() - start
     if trainer.global_step < tc.max_steps and trainer.interrupted:
         raise RuntimeError("training was interrupted")
@@ -240,8 +260,10 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
             "global_step": trainer.global_step,
             "best_val_loss": float(best) if best is not None else None,
             "n_parameters": module.model.num_parameters(),
+            "world_size": trainer.world_size,
             "train_seconds": round(train_seconds, 2),
-            "train_tokens_per_second": round(curves.tokens / max(train_seconds, 1e-9), 1),
+            # every rank reads batches of the same size on average
+            "train_tokens_per_second": round(curves.tokens * trainer.world_size / max(train_seconds, 1e-9), 1),
         }
         if logger and cfg.logger.kind == "wandb":
             exp = logger.experiment
