@@ -91,3 +91,59 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
     model, _, _ = load_model(run_dir / "model.pt")
     assert model.num_parameters() == summary["n_parameters"]
     assert proc.stdout.count("wrote ") == 1  # only rank 0 reports
+
+
+def _train_cmd(prepared, overrides, out_dir, *extra):
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return [sys.executable, str(root / "src/train.py"), "--prepared-dir", str(prepared / "prepared"),
+            "--out-dir", str(out_dir), *overrides, *extra]
+
+
+def _curve(path):
+    return {int(s): float(v) for s, v in (line.split("\t") for line in path.read_text().splitlines()[1:])}
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrides, tmp_path):
+    """Kill training with SIGKILL after a checkpoint, resume with ckpt_path=last: every loss after
+    the checkpoint equals the uninterrupted run's (same batches, same dropout masks)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
+    env.pop("LMLAB_RUN_DIR", None)
+    # 400 pairs / batch 32 = 13 batches an epoch: the kill lands mid-epoch and the run spans epochs
+    overrides = tiny_overrides + ["logger=none", "trainer.max_steps=60", "trainer.val_check_interval=20",
+                                  "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
+    full = subprocess.run(_train_cmd(prepared, overrides, tmp_path / "full"), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    last = killed_dir / "checkpoints/last.ckpt"
+    proc = subprocess.Popen(_train_cmd(prepared, overrides, killed_dir), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 15:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    k = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 15 <= k < 60 and not (killed_dir / "model.pt").exists()
+
+    resumed = subprocess.run(_train_cmd(prepared, overrides, killed_dir, "ckpt_path=last"), cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    want, got = _curve(tmp_path / "full/curves/train_loss.tsv"), _curve(killed_dir / "curves/train_loss.tsv")
+    assert sorted(got) == list(range(k + 1, 61))  # the resumed process logs steps after the checkpoint
+    for step, loss in got.items():
+        assert loss == pytest.approx(want[step], abs=1e-5), f"step {step}"
+    assert json.loads((killed_dir / "run.json").read_text())["global_step"] == 60

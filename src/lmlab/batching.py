@@ -61,14 +61,14 @@ class BucketBatchSampler(Sampler):
     """
 
     def __init__(self, lengths, batch_size: int, seed: int, shuffle: bool = True, window: int = 50,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, start_batch: int = 0):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.shuffle, self.window = batch_size, seed, shuffle, window
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        # Resuming after `start_batch` batches of this rank: the order of every epoch depends only
+        # on (seed, epoch), so skipping what was consumed replays exactly the uninterrupted run.
+        # (No set_epoch on purpose: the sampler counts its own epochs.)
+        self.epoch, self.skip = divmod(start_batch, len(self)) if shuffle else (0, 0)
 
     def _batches(self) -> list[np.ndarray]:
         n = len(self.lengths)
@@ -93,6 +93,7 @@ class BucketBatchSampler(Sampler):
             usable = len(batches) - len(batches) % self.world_size if self.shuffle else len(batches)
             batches = batches[self.rank:usable:self.world_size]
         if self.shuffle:
+            batches, self.skip = batches[self.skip:], 0
             self.epoch += 1  # the next pass over the data gets a new order
         return iter([b.tolist() for b in batches])
 

@@ -101,6 +101,7 @@ class TrainerConfig:
     label_smoothing: float = 0.1
     gradient_clip_val: float = 1.0
     val_check_interval: int = 250
+    checkpoint_every_n_steps: int = 100
     limit_val_batches: float = 1.0
     log_every_n_steps: int = 25
     num_workers: int = 0
@@ -113,7 +114,8 @@ class TrainerConfig:
                  "must be one of 32-true, bf16-mixed, 16-mixed, bf16-true")
         _require(self.devices == -1 or self.devices >= 1, "trainer.devices", self.devices,
                  "must be >= 1 or -1 (all)")
-        for key in ("max_steps", "batch_size", "val_check_interval", "log_every_n_steps", "num_nodes"):
+        for key in ("max_steps", "batch_size", "val_check_interval", "checkpoint_every_n_steps",
+                    "log_every_n_steps", "num_nodes"):
             _require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "must be >= 1")
         for key in ("warmup_steps", "num_workers"):
             _require(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "must be >= 0")
@@ -186,6 +188,7 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 1234
+    ckpt_path: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelSection = field(default_factory=ModelSection)

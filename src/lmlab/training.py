@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 import torch
 import torch.nn.functional as F
 
@@ -76,6 +77,15 @@ class TranslationModule(pl.LightningModule):
         loss = (sums[0] / sums[1].clamp(min=1)).float()
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)  # same value on every rank
         self.log("val/ppl", loss.exp(), sync_dist=True)
+
+    # The RNG state travels with the checkpoint, so dropout after a resume draws the same masks
+    # as the uninterrupted run would have.
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
 
     def configure_optimizers(self):
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
@@ -143,10 +153,15 @@ class PairData(pl.LightningDataModule):
     def _loader(self, data: PairDataset, shuffle: bool):
         from torch.utils.data import DataLoader
 
+        # On resume the trainer has restored global_step (= batches this rank consumed) by now.
         sampler = BucketBatchSampler(data.lengths(), self.batch_size, seed=self.seed, shuffle=shuffle,
-                                     rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+                                     rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+                                     start_batch=self.trainer.global_step if shuffle else 0)
+        # A generator of its own: each iter() of a DataLoader draws a seed from the generator it
+        # is given, which must not be the global one that dropout uses (resume would drift).
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate_pairs,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self):
         return self._loader(self.train_set, shuffle=True)
@@ -202,6 +217,30 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model, load_tokenizer(payload["tokenizer"]), payload
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed, so a process killed mid-save
+    leaves the previous last.ckpt intact for ``ckpt_path=last``."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def resume_path(ckpt_path: str | None, out_dir: Path) -> str | None:
+    """``ckpt_path=last`` means ``<out_dir>/checkpoints/last.ckpt`` (nothing to resume from yet:
+    start afresh); any other value is a checkpoint file that must exist."""
+    if ckpt_path is None:
+        return None
+    path = out_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if path.is_file():
+        return str(path)
+    if ckpt_path == "last":
+        return None
+    raise FileNotFoundError(f"ckpt_path={ckpt_path} not found")
+
+
 def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir: str | Path,
           run_name: str | None = None) -> dict:
     """Train on ``prepared_dir``; write checkpoints and ``model.pt`` to ``out_dir`` and the curves
@@ -224,7 +263,10 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     run_name = run_name or out_dir.name
     logger = make_logger(cfg, run_name)
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss",
-                           mode="min", save_top_k=1, save_last=True, auto_insert_metric_name=False)
+                           mode="min", save_top_k=1, auto_insert_metric_name=False)
+    # last.ckpt every N steps, what `ckpt_path=last` resumes from after a crash
+    last = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_top_k=0, save_last=True,
+                           every_n_train_steps=tc.checkpoint_every_n_steps)
     curves = CurveWriter(Path(curves_dir), tc.log_every_n_steps)
     # Validation every N steps whatever the epoch length, and once more at the very end.
     val_every = min(tc.val_check_interval, tc.max_steps)
@@ -233,9 +275,9 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None,
         limit_val_batches=tc.limit_val_batches, gradient_clip_val=tc.gradient_clip_val or None,
-        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=[ckpt, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps)],
+        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=[ckpt, last, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps)],
         default_root_dir=str(out_dir), deterministic=False, num_sanity_val_steps=0,
-        use_distributed_sampler=False, enable_model_summary=True,
+        use_distributed_sampler=False, enable_model_summary=True, plugins=[AtomicCheckpointIO()],
     )
     if logger:
         logger.log_hyperparams({"n_parameters": module.model.num_parameters()})
@@ -244,7 +286,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*batch_size.*could not be inferred.*")
         start = time.perf_counter()
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg.ckpt_path, out_dir))
         train_seconds = time.perf_counter() - start
     if trainer.global_step < tc.max_steps and trainer.interrupted:
         raise RuntimeError("training was interrupted")
