@@ -1,4 +1,5 @@
-"""Stage `evaluate`: BLEU, chrF, ROUGE and test perplexity into reports/metrics.json."""
+"""Stage `evaluate` (named score.py: a file called evaluate.py would shadow the `evaluate`
+package whenever src/ is on sys.path): BLEU, chrF, ROUGE and test perplexity into reports/metrics.json."""
 
 from lmlab.cli import stage_main
 from lmlab.evaluation import evaluate
