@@ -3,7 +3,6 @@ loggers, checkpoints, curves for DVC plots, and the exported model file that gen
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
