@@ -1,7 +1,9 @@
 """Stage `train`: train the Transformer with Lightning on the prepared data.
 
     python src/train.py model=tiny trainer.max_steps=20     # Hydra overrides, output in outputs/<time>
-    python src/train.py --params params.yaml --out-dir data/model --curves-dir reports/train   # DVC
+    python src/train.py --params params.yaml --out-dir data/model --curves-dir reports/train \
+        --ckpt-dir data/checkpoints                          # DVC (checkpoints outside DVC's outs,
+                                                             # so a rerun after a crash resumes)
 """
 
 import os
@@ -14,16 +16,17 @@ DEFAULT_OUT = "outputs/{time}"
 RUN_DIR_ENV = "LMLAB_RUN_DIR"
 
 
-def run(cfg, prepared_dir, out_dir, curves_dir):
+def run(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir):
     # Under DDP, Lightning starts the other ranks by running this script again; they find the
     # directory rank 0 chose in the environment, so all ranks share one output directory.
     inherited = os.environ.get(RUN_DIR_ENV)
     if "{time}" in out_dir:
         out_dir = inherited or out_dir.format(time=time.strftime("%Y-%m-%d_%H-%M-%S"))
     curves_dir = curves_dir.format(out_dir=out_dir)
+    ckpt_dir = ckpt_dir.format(out_dir=out_dir)
     os.environ[RUN_DIR_ENV] = out_dir
     try:
-        summary = train(cfg, prepared_dir, out_dir, curves_dir)
+        summary = train(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir)
     finally:
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
@@ -36,7 +39,8 @@ def run(cfg, prepared_dir, out_dir, curves_dir):
 
 
 def main(argv=None) -> int:
-    paths = {"prepared_dir": "data/prepared", "out_dir": DEFAULT_OUT, "curves_dir": "{out_dir}/curves"}
+    paths = {"prepared_dir": "data/prepared", "out_dir": DEFAULT_OUT, "curves_dir": "{out_dir}/curves",
+             "ckpt_dir": "{out_dir}/checkpoints"}
     return stage_main(__doc__, paths, run, argv)
 
 

@@ -214,15 +214,25 @@ def test_build_policy_names_the_bad_key():
 
 # ---------------------------------------------------------------- the real Transformer
 
-@pytest.fixture(scope="module")
-def tiny():
+@pytest.fixture(scope="module", params=["encoder-decoder", "decoder-only"])
+def tiny(request):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=40, n_embd=32, n_head=4, n_encoder_layer=2, n_decoder_layer=2,
-                      d_ff=64, dropout=0.0, max_len=24, pad_id=PAD, tie_embeddings=False)
+    arch = {"arch": request.param}
+    if request.param == "decoder-only":  # the GPT-2 layout, with room for prompt and continuation
+        arch.update(n_encoder_layer=0, positions="learned", activation="gelu_tanh",
+                    scale_embeddings=False, max_len=40)
+    else:
+        arch.update(n_encoder_layer=2, max_len=24)
+    cfg = ModelConfig(vocab_size=40, n_embd=32, n_head=4, n_decoder_layer=2,
+                      d_ff=64, dropout=0.0, pad_id=PAD, tie_embeddings=False, **arch)
     model = Transformer(cfg).eval()
     # Random weights rarely pick EOS (tied ones keep repeating the last token): untie, and raise the
     # EOS logit by 2 through the final norm's bias, so that outputs end at different steps.
     with torch.no_grad():
+        if request.param == "decoder-only":  # GPT-2's small init gives near-uniform logits
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.mul_(10.0)
         w = model.lm_head.weight[EOS]
         model.dec_ln.bias += 2.0 * w / w.norm() ** 2
     lengths = [7, 3, 9, 1, 5, 9]

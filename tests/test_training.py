@@ -76,7 +76,7 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
 
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "src/train.py"), "--prepared-dir", str(prepared / "prepared"),
-           *tiny_overrides, "logger=csv", "trainer.max_steps=6", "trainer.val_check_interval=3",
+           *tiny_overrides, "logger=wandb", "trainer.max_steps=6", "trainer.val_check_interval=3",
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
     env.pop("LMLAB_RUN_DIR", None)
@@ -85,12 +85,14 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
     (run_dir,) = list((tmp_path / "outputs").iterdir())
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 6
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt", "state.json"]
     assert [line.split("\t")[0] for line in (run_dir / "curves/val_loss.tsv").read_text().splitlines()] == [
         "step", "3", "6"]
     model, _, _ = load_model(run_dir / "model.pt")
     assert model.num_parameters() == summary["n_parameters"]
     assert proc.stdout.count("wrote ") == 1  # only rank 0 reports
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))  # one W&B run, created by rank 0
+    assert [r.name.rsplit("-", 1)[1] for r in runs] == [summary["wandb"]["id"]]
 
 
 def _train_cmd(prepared, overrides, out_dir, *extra):
@@ -118,7 +120,7 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
     env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
     env.pop("LMLAB_RUN_DIR", None)
     # 400 pairs / batch 32 = 13 batches an epoch: the kill lands mid-epoch and the run spans epochs
-    overrides = tiny_overrides + ["logger=none", "trainer.max_steps=60", "trainer.val_check_interval=20",
+    overrides = tiny_overrides + ["logger=wandb", "trainer.max_steps=60", "trainer.val_check_interval=20",
                                   "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
     full = subprocess.run(_train_cmd(prepared, overrides, tmp_path / "full"), cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -143,7 +145,12 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     want, got = _curve(tmp_path / "full/curves/train_loss.tsv"), _curve(killed_dir / "curves/train_loss.tsv")
-    assert sorted(got) == list(range(k + 1, 61))  # the resumed process logs steps after the checkpoint
+    assert sorted(got) == list(range(1, 61))  # curves before the kill kept, the rest appended
     for step, loss in got.items():
         assert loss == pytest.approx(want[step], abs=1e-5), f"step {step}"
-    assert json.loads((killed_dir / "run.json").read_text())["global_step"] == 60
+    summary = json.loads((killed_dir / "run.json").read_text())
+    assert summary["global_step"] == 60
+    # the same W&B run continues: the killed and the resumed process wrote under one run id
+    ids = {r.name.rsplit("-", 1)[1] for r in (tmp_path / "wandb").glob("offline-run-*")}
+    assert len(ids) == 2 and summary["wandb"]["id"] in ids  # the full run's, and the killed+resumed one
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{summary['wandb']['id']}"))) == 2

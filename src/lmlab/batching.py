@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +13,27 @@ from .tokenization import BOS, EOS, PAD, TokenArray
 
 
 class PairDataset(Dataset):
-    """Pairs ``(source ids + EOS, target ids)`` of one split in ``prepared_dir``."""
+    """Pairs ``(source ids + EOS, target ids)`` of one split in ``prepared_dir``.
 
-    def __init__(self, prepared_dir: str | Path, split: str, max_source_len: int | None = None):
+    ``lengths()`` is what a batch of the pair costs per example: the longer side plus its end token
+    for an encoder-decoder, the whole ``source EOS BOS target`` sequence for a decoder-only model.
+    """
+
+    def __init__(self, prepared_dir: str | Path, split: str, max_source_len: int | None = None,
+                 decoder_only: bool = False):
         prepared_dir = Path(prepared_dir)
         self.src = TokenArray(prepared_dir / f"{split}.source")
         self.tgt = TokenArray(prepared_dir / f"{split}.target")
         if len(self.src) != len(self.tgt):
             raise ValueError(f"{prepared_dir}/{split}: {len(self.src)} sources but {len(self.tgt)} targets")
-        self.max_source_len = max_source_len
+        self.max_source_len, self.decoder_only = max_source_len, decoder_only
 
     def __len__(self) -> int:
         return len(self.src)
 
     def lengths(self) -> np.ndarray:
+        if self.decoder_only:
+            return self.src.lengths + self.tgt.lengths + 2
         return np.maximum(self.src.lengths, self.tgt.lengths) + 1
 
     def __getitem__(self, i: int):
@@ -52,52 +60,117 @@ def collate_pairs(items):
     return src, src_pad, tgt_in, tgt_out
 
 
+def collate_lm_pairs(items, max_len: int):
+    """Decoder-only teacher forcing on ``source EOS BOS target EOS``: the model reads the sequence
+    without its last token and predicts the next one, scored on the target and its EOS only
+    (labels are PAD over the prompt). Sequences are cut to ``max_len`` tokens.
+
+    Example: source [7 8], target [9] -> sequence 7 8 EOS BOS 9 EOS;
+    ids 7 8 EOS BOS 9, labels PAD PAD PAD 9 EOS.
+    """
+    ids, labels = [], []
+    for src, tgt in items:  # src already ends in EOS
+        seq = np.concatenate([src, [BOS], tgt, [EOS]])[: max_len + 1]
+        lab = seq[1:].copy()
+        lab[: len(src)] = PAD
+        ids.append(seq[:-1])
+        labels.append(lab)
+    return pad_batch(ids)[0], pad_batch(labels)[0]
+
+
+def collate_for(decoder_only: bool, max_len: int):
+    """The collate function of an architecture: (src, src_pad, tgt_in, tgt_out) or (ids, labels)."""
+    return partial(collate_lm_pairs, max_len=max_len) if decoder_only else collate_pairs
+
+
+def input_tokens(batch) -> int:
+    """Token positions the model reads in a batch, padding included."""
+    return batch[0].numel() + batch[2].numel() if len(batch) == 4 else batch[0].numel()
+
+
 class BucketBatchSampler(Sampler):
-    """Batches of similar-length pairs, so little compute goes to padding.
+    """Batches of similar-length examples, so little compute goes to padding.
 
     Each epoch shuffles the indices (seeded by ``seed`` and the epoch), sorts them by length inside
-    windows of ``batch_size * window`` examples, cuts batches, and shuffles the batches. Under data
-    parallelism each rank takes every ``world_size``-th batch.
+    windows of ``window`` batches, cuts batches, and shuffles the batches. A batch holds
+    ``batch_size`` examples or, with ``max_tokens``, as many as fit ``max_tokens`` padded token
+    positions (fairseq's ``--max-tokens``; ``batch_size`` then caps the examples, None for no cap).
+    Under data parallelism each rank takes every ``world_size``-th batch.
     """
 
-    def __init__(self, lengths, batch_size: int, seed: int, shuffle: bool = True, window: int = 50,
-                 rank: int = 0, world_size: int = 1, start_batch: int = 0):
+    def __init__(self, lengths, batch_size: int | None, seed: int, shuffle: bool = True,
+                 window: int = 50, rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                 max_tokens: int | None = None):
         self.lengths = np.asarray(lengths)
-        self.batch_size, self.seed, self.shuffle, self.window = batch_size, seed, shuffle, window
+        if batch_size is None and max_tokens is None:
+            raise ValueError("give a batch size, a token budget (max_tokens), or both")
+        if max_tokens is not None and int(self.lengths.max(initial=0)) > max_tokens:
+            raise ValueError(f"trainer.max_tokens={max_tokens} is smaller than the longest example "
+                             f"({int(self.lengths.max())} tokens)")
+        self.batch_size, self.max_tokens, self.seed = batch_size, max_tokens, seed
+        self.shuffle, self.window = shuffle, window
         self.rank, self.world_size = rank, world_size
         # Resuming after `start_batch` batches of this rank: the order of every epoch depends only
         # on (seed, epoch), so skipping what was consumed replays exactly the uninterrupted run.
         # (No set_epoch on purpose: the sampler counts its own epochs.)
-        self.epoch, self.skip = divmod(start_batch, len(self)) if shuffle else (0, 0)
+        self.epoch, self.skip = 0, 0
+        if shuffle and max_tokens is None:
+            self.epoch, self.skip = divmod(start_batch, len(self))
+        elif shuffle:  # token budgets give every epoch its own number of batches
+            while start_batch >= (n := len(self._rank_batches(self.epoch))):
+                start_batch -= n
+                self.epoch += 1
+            self.skip = start_batch
 
-    def _batches(self) -> list[np.ndarray]:
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        """Consecutive batches of ``order`` (indices sorted by length)."""
+        if self.max_tokens is None:
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        cap = self.batch_size or len(order)
+        batches, start, longest = [], 0, 0
+        for i, length in enumerate(self.lengths[order].tolist()):
+            longest = max(longest, length)
+            if i > start and ((i - start + 1) * longest > self.max_tokens or i - start == cap):
+                batches.append(order[start:i])
+                start, longest = i, length
+        if start < len(order):
+            batches.append(order[start:])
+        return batches
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
         n = len(self.lengths)
         if not self.shuffle:
-            order = np.argsort(self.lengths, kind="stable")
-            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
-        rng = np.random.default_rng([self.seed, self.epoch])
+            return self._cut(np.argsort(self.lengths, kind="stable"))
+        rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n)
-        span = self.batch_size * self.window
+        span = (self.batch_size or max(1, self.max_tokens // max(1, int(np.median(self.lengths))))) * self.window
         batches = []
         for start in range(0, n, span):
             win = order[start:start + span]
-            win = win[np.argsort(self.lengths[win], kind="stable")]
-            batches += [win[i:i + self.batch_size] for i in range(0, len(win), self.batch_size)]
+            batches += self._cut(win[np.argsort(self.lengths[win], kind="stable")])
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def __iter__(self):
-        batches = self._batches()
+    def _rank_batches(self, epoch: int) -> list[np.ndarray]:
+        batches = self._batches(epoch)
         if self.world_size > 1:
             # Training ranks must take equal numbers of steps (every step all-reduces gradients),
             # so the last few batches are dropped; evaluation keeps them all, unevenly spread.
             usable = len(batches) - len(batches) % self.world_size if self.shuffle else len(batches)
             batches = batches[self.rank:usable:self.world_size]
+        return batches
+
+    def __iter__(self):
+        batches = self._rank_batches(self.epoch)
         if self.shuffle:
             batches, self.skip = batches[self.skip:], 0
             self.epoch += 1  # the next pass over the data gets a new order
         return iter([b.tolist() for b in batches])
 
     def __len__(self) -> int:
+        if self.max_tokens is not None:
+            # Each epoch has its own count. Without a length, Lightning runs an epoch until the
+            # sampler is exhausted instead of stopping at the first epoch's count.
+            raise TypeError("a token-budget batch sampler has no fixed length")
         n = -(-len(self.lengths) // self.batch_size)
         if self.world_size == 1:
             return n

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .architecture import ACTIVATIONS, ARCHS, POSITIONS, Architecture
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
 
@@ -59,30 +61,34 @@ class TokenizerConfig:
         _require(self.max_tokens >= 1, "tokenizer.max_tokens", self.max_tokens, "must be >= 1")
 
 
-@dataclass(frozen=True)
-class ModelSection:
+@dataclass(frozen=True, kw_only=True)
+class ModelSection(Architecture):
+    """The model's ``Architecture`` and the name of the preset it came from."""
+
     name: str = "tiny"
-    arch: str = "encoder-decoder"
-    n_embd: int = 128
-    n_head: int = 4
-    n_encoder_layer: int = 3
-    n_decoder_layer: int = 3
-    d_ff: int = 512
-    dropout: float = 0.1
-    max_len: int = 256
-    norm_first: bool = True
-    tie_embeddings: bool = True
 
     def check(self) -> None:
-        _require(self.arch == "encoder-decoder", "model.arch", self.arch,
-                 "must be 'encoder-decoder' (decoder-only is not built yet)")
-        for key in ("n_embd", "n_head", "n_encoder_layer", "n_decoder_layer", "d_ff", "max_len"):
+        for key, choices in (("arch", ARCHS), ("positions", POSITIONS), ("activation", ACTIVATIONS)):
+            _require(getattr(self, key) in choices, f"model.{key}", getattr(self, key),
+                     f"must be one of {', '.join(choices)}")
+        for key in ("n_embd", "n_head", "n_decoder_layer", "d_ff", "max_len"):
             _require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "must be >= 1")
+        if self.arch == "decoder-only":
+            _require(self.n_encoder_layer == 0, "model.n_encoder_layer", self.n_encoder_layer,
+                     "must be 0 when model.arch=decoder-only")
+        else:
+            _require(self.n_encoder_layer >= 1, "model.n_encoder_layer", self.n_encoder_layer,
+                     "must be >= 1 when model.arch=encoder-decoder")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
         if (self.n_embd // self.n_head) % 2:
-            raise ConfigError(f"model.n_embd / model.n_head = {self.n_embd // self.n_head} must be even")
+            raise ConfigError(f"model.n_embd / model.n_head = {self.n_embd // self.n_head} must be even "
+                              "(sinusoidal and rotary positions pair up dimensions)")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+
+
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
+LR_SCHEDULES = ("cosine", "inverse_sqrt", "constant")
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,15 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     max_steps: int = 1500
-    batch_size: int = 64
+    batch_size: int | None = 64
+    max_tokens: int | None = None
+    accumulate_grad_batches: int = 1
     lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.01
     warmup_steps: int = 150
+    lr_schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
     label_smoothing: float = 0.1
     gradient_clip_val: float = 1.0
     val_check_interval: int = 250
@@ -105,6 +115,9 @@ class TrainerConfig:
     limit_val_batches: float = 1.0
     log_every_n_steps: int = 25
     num_workers: int = 0
+    compile: bool = False
+    fused_adamw: bool = True
+    average_last: int = 0
 
     def check(self) -> None:
         _require(self.accelerator in ("cpu", "gpu", "cuda", "auto"), "trainer.accelerator",
@@ -114,10 +127,22 @@ class TrainerConfig:
                  "must be one of 32-true, bf16-mixed, 16-mixed, bf16-true")
         _require(self.devices == -1 or self.devices >= 1, "trainer.devices", self.devices,
                  "must be >= 1 or -1 (all)")
-        for key in ("max_steps", "batch_size", "val_check_interval", "checkpoint_every_n_steps",
-                    "log_every_n_steps", "num_nodes"):
+        _require(self.strategy in STRATEGIES, "trainer.strategy", self.strategy,
+                 f"must be one of {', '.join(STRATEGIES)}")
+        for key in ("max_steps", "val_check_interval", "checkpoint_every_n_steps",
+                    "log_every_n_steps", "num_nodes", "accumulate_grad_batches"):
             _require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "must be >= 1")
-        for key in ("warmup_steps", "num_workers"):
+        for key in ("batch_size", "max_tokens"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"trainer.{key}", value, "must be >= 1 or null")
+        if self.batch_size is None and self.max_tokens is None:
+            raise ConfigError("trainer.batch_size and trainer.max_tokens are both null: set one "
+                              "(sentences per batch, or tokens per batch)")
+        _require(self.lr_schedule in LR_SCHEDULES, "trainer.lr_schedule", self.lr_schedule,
+                 f"must be one of {', '.join(LR_SCHEDULES)}")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio", self.min_lr_ratio,
+                 "must be in [0, 1]")
+        for key in ("warmup_steps", "num_workers", "average_last"):
             _require(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "must be >= 0")
         _require(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "trainer.betas",

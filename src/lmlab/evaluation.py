@@ -6,29 +6,32 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .config import Config
 from .files import atomic_write_json
-from .tokenization import PAD
 
 
 def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int) -> dict:
-    """Token-level cross-entropy of the references under the model (teacher forcing, no smoothing)."""
+    """Token-level cross-entropy of the references under the model (teacher forcing, no smoothing),
+    batched and truncated as in training."""
+    import numpy as np
     from torch.utils.data import DataLoader
 
-    from .batching import BucketBatchSampler, PairDataset, collate_pairs
+    from .batching import BucketBatchSampler, PairDataset, collate_for
+    from .training import loss_sums
 
-    data = PairDataset(prepared_dir, split, model.cfg.max_len)
-    sampler = BucketBatchSampler(data.lengths(), batch_size, seed=0, shuffle=False)
+    m = model.cfg
+    decoder_only = m.arch == "decoder-only"
+    data = PairDataset(prepared_dir, split, m.max_len // 2 if decoder_only else m.max_len, decoder_only)
+    sampler = BucketBatchSampler(np.minimum(data.lengths(), m.max_len + 1), batch_size, seed=0, shuffle=False)
     nll, n_tok = 0.0, 0
     with torch.inference_mode():
-        for src, src_pad, tgt_in, tgt_out in DataLoader(data, batch_sampler=sampler, collate_fn=collate_pairs):
-            tgt_in, tgt_out = tgt_in[:, : model.cfg.max_len], tgt_out[:, : model.cfg.max_len]
-            logits = model(src, src_pad, tgt_in)
-            nll += F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD,
-                                   reduction="sum").item()
-            n_tok += int(tgt_out.ne(PAD).sum())
+        for batch in DataLoader(data, batch_sampler=sampler, collate_fn=collate_for(decoder_only, m.max_len)):
+            if not decoder_only:  # the target side is cut to the model's positions
+                src, src_pad, tgt_in, tgt_out = batch
+                batch = (src, src_pad, tgt_in[:, : m.max_len], tgt_out[:, : m.max_len])
+            loss, count = loss_sums(model, batch)
+            nll, n_tok = nll + loss.item(), n_tok + int(count)
     loss = nll / max(n_tok, 1)
     return {"loss": round(loss, 6), "perplexity": round(math.exp(loss), 4)}
 

@@ -1,12 +1,21 @@
-"""The Transformer, in plain PyTorch.
+"""The Transformer, in plain PyTorch, in both architectures.
 
-One set of blocks serves both architectures: an encoder-decoder (Vaswani et al., 2017) for
-translation, and, through the same ``DecoderBlock`` without cross-attention, a decoder-only model
-(a later issue). The module knows nothing of Lightning or of decoding strategies; decoding talks to
-it through two calls:
+One set of blocks builds both:
+
+* ``arch="encoder-decoder"``: the original Transformer (Vaswani et al., 2017) for translation;
+* ``arch="decoder-only"``: a GPT-style causal language model. With learned positions, pre-LN,
+  ``gelu_tanh`` and tied embeddings it has GPT-2's exact layout, one of our tensors per GPT-2
+  tensor (``qkv`` is GPT-2's ``c_attn`` transposed, ``ln1``/``ln3`` its ``ln_1``/``ln_2``).
+
+The module knows nothing of Lightning or of decoding strategies. Decoding talks to it through
+two calls, the same for both architectures:
 
     memory = model.encode(src, src_pad)                       # once per batch
     logits = model.decode(tgt, memory, src_pad, cache, start)  # once per step, with a KV cache
+
+For a decoder-only model the "memory" is the prompt itself, left-padded (see ``encode``), and the
+first ``decode`` call runs prompt and target together. Training a decoder-only model on sentence
+pairs reads ``source EOS BOS target`` as one sequence (``lm``) and is scored on the target only.
 
 Shapes: B batch, S source length, T target length, C = n_embd, nh heads, hs = C // nh.
 """
@@ -14,28 +23,19 @@ Shapes: B batch, S source length, T target length, C = n_embd, nh heads, hs = C 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .architecture import ACTIVATIONS, ARCHS, POSITIONS, Architecture
 
-@dataclass
-class ModelConfig:
-    """Architecture only; everything else (optimiser, data) lives in other configs."""
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(Architecture):
+    """Everything needed to rebuild the module: the architecture and its vocabulary."""
 
     vocab_size: int
-    arch: str = "encoder-decoder"
-    n_embd: int = 256
-    n_head: int = 4
-    n_encoder_layer: int = 3
-    n_decoder_layer: int = 3
-    d_ff: int = 1024
-    dropout: float = 0.1
-    max_len: int = 256
-    norm_first: bool = True  # pre-LN trains reliably without a long warmup; the 2017 paper is post-LN
-    tie_embeddings: bool = True  # one matrix for source, target and output (joint vocabulary)
     pad_id: int = 0
 
     def to_dict(self) -> dict:
@@ -49,6 +49,21 @@ def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(pos * inv)
     table[:, 1::2] = torch.cos(pos * inv)
     return table  # (n, C)
+
+
+def rotary_tables(n: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of RoPE (Su et al., 2021) in the "rotate half" layout, each (n, hs)."""
+    inv = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.arange(n, dtype=torch.float32)[:, None] * inv  # (n, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, nh, T, hs) queries or keys by the angles of their positions, cos/sin (B|1, 1, T, hs)."""
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
 
 
 class KVCache:
@@ -66,43 +81,49 @@ class KVCache:
                 if kv is not None:
                     kvs[i] = (kv[0].index_select(0, index), kv[1].index_select(0, index))
 
+    def length(self) -> int:
+        kv = self.self_kv[0]
+        return 0 if kv is None else kv[0].size(2)
+
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """Multi-head attention over SDPA. Self-attention projects q, k, v with one fused matrix;
+    cross-attention (``cross=True``) projects q from the decoder and k, v from the encoder."""
+
+    def __init__(self, cfg: Architecture, cross: bool = False):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.q = nn.Linear(cfg.n_embd, cfg.n_embd)
-        self.kv = nn.Linear(cfg.n_embd, 2 * cfg.n_embd)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
-        self.dropout = cfg.dropout
+        C = cfg.n_embd
+        self.n_head, self.cross, self.dropout = cfg.n_head, cross, cfg.dropout
+        if cross:
+            self.q, self.kv = nn.Linear(C, C), nn.Linear(C, 2 * C)
+        else:
+            self.qkv = nn.Linear(C, 3 * C)
+        self.proj = nn.Linear(C, C)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
-    def forward(self, x, kv_source=None, mask=None, causal=False, cache=None, static_kv=False):
-        """``kv_source`` is None for self-attention. ``cache`` is a (list, index) slot of a KVCache:
-        self-attention appends this step's keys; cross-attention (static_kv) computes them once."""
-        q = self._heads(self.q(x))
-        cached = cache[0][cache[1]] if cache is not None else None
-        if static_kv and cached is not None:
-            k, v = cached
+    def forward(self, x, mask=None, is_causal=False, slot=None, memory=None, rope=None):
+        """``mask`` (B|1, 1, T, S) True where attention is allowed. ``slot`` is a (list, index) place
+        in a KVCache: self-attention appends this call's keys, cross-attention fills it once."""
+        cached = slot[0][slot[1]] if slot is not None else None
+        if self.cross:
+            q = self._heads(self.q(x))
+            if cached is not None:
+                k, v = cached
+            else:
+                k, v = (self._heads(t) for t in self.kv(memory).chunk(2, dim=-1))  # (B, nh, S, hs)
         else:
-            k, v = self.kv(x if kv_source is None else kv_source).chunk(2, dim=-1)
-            k, v = self._heads(k), self._heads(v)  # (B, nh, S, hs)
+            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cached is not None:
                 k, v = torch.cat([cached[0], k], dim=2), torch.cat([cached[1], v], dim=2)
-        if cache is not None:
-            cache[0][cache[1]] = (k, v)
-        # A cached decoder step attends to every earlier position, so causality only matters when
-        # several query positions are processed at once without a cache offset (training).
-        is_causal = causal and cached is None and q.size(2) > 1
-        if causal and cached is not None and q.size(2) > 1:
-            # several new positions on top of a cache: explicit mask (row i sees past + itself)
-            T, S = q.size(2), k.size(2)
-            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        if slot is not None:
+            slot[0][slot[1]] = (k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, nh, T, hs)
         B, _, T, _ = y.shape
@@ -110,122 +131,216 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """Position-wise MLP; ``swiglu`` (Shazeer, 2020) gates one half of ``up`` with the other."""
+
+    def __init__(self, cfg: Architecture):
         super().__init__()
-        self.up = nn.Linear(cfg.n_embd, cfg.d_ff)
+        self.activation = cfg.activation
+        width = 2 * cfg.d_ff if cfg.activation == "swiglu" else cfg.d_ff
+        self.up = nn.Linear(cfg.n_embd, width)
         self.down = nn.Linear(cfg.d_ff, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
-        return self.down(self.drop(F.relu(self.up(x))))
+        h = self.up(x)
+        if self.activation == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        elif self.activation == "relu":
+            h = F.relu(h)
+        else:
+            h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        return self.down(self.drop(h))
 
 
-class EncoderBlock(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.norm_first = cfg.norm_first
-        self.attn, self.ff = Attention(cfg), FeedForward(cfg)
-        self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
+class Block(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; each a residual sublayer normed
+    before (pre-LN) or after (post-LN). Encoder blocks and decoder-only blocks have no cross-attention."""
 
-    def forward(self, x, mask):
-        if self.norm_first:
-            x = x + self.drop(self.attn(self.ln1(x), mask=mask))
-            return x + self.drop(self.ff(self.ln2(x)))
-        x = self.ln1(x + self.drop(self.attn(x, mask=mask)))
-        return self.ln2(x + self.drop(self.ff(x)))
-
-
-class DecoderBlock(nn.Module):
-    """Causal self-attention, cross-attention to the encoder (skipped when ``cross`` is False,
-    which is the decoder-only layout), feed-forward."""
-
-    def __init__(self, cfg: ModelConfig, cross: bool = True):
+    def __init__(self, cfg: Architecture, cross: bool = False):
         super().__init__()
         self.norm_first = cfg.norm_first
         self.self_attn, self.ff = Attention(cfg), FeedForward(cfg)
-        self.cross_attn = Attention(cfg) if cross else None
+        self.cross_attn = Attention(cfg, cross=True) if cross else None
         self.ln1, self.ln3 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
         self.ln2 = nn.LayerNorm(cfg.n_embd) if cross else None
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, memory=None, mem_mask=None, cache=None, layer=0):
+    def _residual(self, x, f, ln):
+        return x + self.drop(f(ln(x))) if self.norm_first else ln(x + self.drop(f(x)))
+
+    def forward(self, x, mask=None, is_causal=False, rope=None, memory=None, mem_mask=None,
+                cache=None, layer=0):
         self_slot = (cache.self_kv, layer) if cache is not None else None
-        cross_slot = (cache.cross_kv, layer) if cache is not None else None
-        sublayers = [lambda h: self.self_attn(h, causal=True, cache=self_slot)]
-        norms = [self.ln1]
+        x = self._residual(x, lambda h: self.self_attn(h, mask, is_causal, self_slot, rope=rope), self.ln1)
         if self.cross_attn is not None:
-            sublayers.append(lambda h: self.cross_attn(
-                h, kv_source=memory, mask=mem_mask, cache=cross_slot, static_kv=True))
-            norms.append(self.ln2)
-        sublayers.append(self.ff)
-        norms.append(self.ln3)
-        for f, ln in zip(sublayers, norms):
-            x = x + self.drop(f(ln(x))) if self.norm_first else ln(x + self.drop(f(x)))
-        return x
+            cross_slot = (cache.cross_kv, layer) if cache is not None else None
+            x = self._residual(x, lambda h: self.cross_attn(h, mem_mask, slot=cross_slot, memory=memory),
+                               self.ln2)
+        return self._residual(x, self.ff, self.ln3)
 
 
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.arch != "encoder-decoder":
-            raise ValueError(f"model.arch={cfg.arch!r} is not built yet; use 'encoder-decoder'")
+        if cfg.arch not in ARCHS:
+            raise ValueError(f"model.arch={cfg.arch!r} must be one of {', '.join(ARCHS)}")
+        if cfg.positions not in POSITIONS:
+            raise ValueError(f"model.positions={cfg.positions!r} must be one of {', '.join(POSITIONS)}")
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation={cfg.activation!r} must be one of {', '.join(ACTIVATIONS)}")
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd, padding_idx=cfg.pad_id)
-        self.register_buffer("pos", sinusoidal_positions(cfg.max_len, cfg.n_embd), persistent=False)
+        self.decoder_only = cfg.arch == "decoder-only"
+        C, hs = cfg.n_embd, cfg.n_embd // cfg.n_head
+        self.embed = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
+        if cfg.positions == "learned":
+            self.pos_embed = nn.Embedding(cfg.max_len, C)
+        elif cfg.positions == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_positions(cfg.max_len, C), persistent=False)
+        else:
+            cos, sin = rotary_tables(cfg.max_len, hs)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
-        self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_encoder_layer))
-        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_decoder_layer))
+        n_enc = 0 if self.decoder_only else cfg.n_encoder_layer
+        self.encoder = nn.ModuleList(Block(cfg) for _ in range(n_enc))
+        self.decoder = nn.ModuleList(Block(cfg, cross=not self.decoder_only)
+                                     for _ in range(cfg.n_decoder_layer))
         # pre-LN stacks need a final norm; post-LN blocks already end in one
-        self.enc_ln = nn.LayerNorm(cfg.n_embd) if cfg.norm_first else nn.Identity()
-        self.dec_ln = nn.LayerNorm(cfg.n_embd) if cfg.norm_first else nn.Identity()
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        final = (lambda: nn.LayerNorm(C)) if cfg.norm_first else nn.Identity
+        self.enc_ln = final() if n_enc else nn.Identity()
+        self.dec_ln = final()
+        self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
         self.apply(self._init)
+        if self.decoder_only:  # GPT-2's scaled init of the projections that feed the residual stream
+            for name, p in self.named_parameters():
+                if name.endswith(("proj.weight", "down.weight")):
+                    nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_decoder_layer))
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
     def _init(self, m):
         if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
+            if self.decoder_only:
+                nn.init.normal_(m.weight, std=0.02)
+            else:
+                nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=self.cfg.n_embd ** -0.5)
-            nn.init.zeros_(m.weight[self.cfg.pad_id])
+            std = 0.02 if self.decoder_only or not self.cfg.scale_embeddings else self.cfg.n_embd ** -0.5
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                nn.init.zeros_(m.weight[m.padding_idx])
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
-        T = ids.size(1)
-        if start + T > self.cfg.max_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds model.max_len={self.cfg.max_len}")
-        # scale as in the paper so the embeddings are not swamped by the positional table
-        x = self.embed(ids) * math.sqrt(self.cfg.n_embd) + self.pos[start:start + T]
-        return self.drop(x)  # (B, T, C)
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _embed(self, ids: torch.Tensor, pos: torch.Tensor, length: int):
+        """Token (+ position) embeddings of ``ids`` (B, T) at positions ``pos`` (B|1, T), all below
+        ``length`` (checked here without reading ``pos`` back from the device); returns (x, rope),
+        rope being the (cos, sin) pair for rotary attention, else None."""
+        if length > self.cfg.max_len:
+            raise ValueError(f"a sequence of {length} tokens exceeds model.max_len={self.cfg.max_len}")
+        x = self.embed(ids)
+        if self.cfg.scale_embeddings:  # so the embeddings are not swamped by a sinusoidal table
+            x = x * math.sqrt(self.cfg.n_embd)
+        rope = None
+        if self.cfg.positions == "learned":
+            x = x + self.pos_embed(pos)
+        elif self.cfg.positions == "sinusoidal":
+            x = x + self.pos_table[pos]
+        else:
+            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])  # (B|1, 1, T, hs)
+        return self.drop(x), rope  # (B, T, C)
 
     @staticmethod
     def attention_mask(pad: torch.Tensor) -> torch.Tensor:
         """(B, S) True-at-padding -> (B, 1, 1, S) True-where-attention-is-allowed."""
         return ~pad[:, None, None, :]
 
+    def _run_decoder(self, x, rope, cache, **kw):
+        for i, block in enumerate(self.decoder):
+            x = block(x, rope=rope, cache=cache, layer=i, **kw)
+        return self.lm_head(self.dec_ln(x))  # (B, T, V)
+
+    # -- encoder-decoder ------------------------------------------------------------------------
+
     def encode(self, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        """Encoder states (B, S, C); for decoder-only, the prompt ids (B, S) moved to the right
+        end of their rows, so that every prompt ends where generation starts."""
+        if self.decoder_only:
+            return left_align(src, src_pad)
+        x, rope = self._embed(src, torch.arange(src.size(1), device=src.device)[None], src.size(1))
         mask = self.attention_mask(src_pad)
-        x = self._embed(src)
         for block in self.encoder:
-            x = block(x, mask)
+            x = block(x, mask, rope=rope)
         return self.enc_ln(x)  # (B, S, C)
 
     def decode(self, tgt, memory, src_pad, cache: KVCache | None = None, start: int = 0):
-        """Logits for target positions ``start .. start+T-1`` given the tokens ``tgt`` (B, T)."""
-        mask = self.attention_mask(src_pad)
-        x = self._embed(tgt, start)
-        for i, block in enumerate(self.decoder):
-            x = block(x, memory, mask, cache, i)
-        return self.lm_head(self.dec_ln(x))  # (B, T, V)
+        """Logits (B, T, V) for target positions ``start .. start+T-1`` given the tokens ``tgt``
+        (B, T); ``start`` must equal the number of target tokens already in ``cache``."""
+        if self.decoder_only:
+            return self._decode_prompted(tgt, memory, cache, start)
+        T = tgt.size(1)
+        x, rope = self._embed(tgt, start + torch.arange(T, device=tgt.device)[None], start + T)
+        # Several query positions at once: causal. With a cache offset the mask must say so
+        # explicitly (row i sees the past and itself); one new position sees everything cached.
+        mask, is_causal = None, False
+        if T > 1 and start == 0:
+            is_causal = True
+        elif T > 1:
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=tgt.device).tril(start)
+        return self._run_decoder(x, rope, cache, mask=mask, is_causal=is_causal, memory=memory,
+                                 mem_mask=self.attention_mask(src_pad))
+
+    def forward(self, src, src_pad, tgt_in):
+        """Teacher-forced logits (B, T, V) of the target given the source (both architectures)."""
+        return self.decode(tgt_in, self.encode(src, src_pad), src_pad)
+
+    # -- decoder-only ---------------------------------------------------------------------------
+
+    def lm(self, ids: torch.Tensor) -> torch.Tensor:
+        """Causal language-model logits (B, T, V) of right-padded sequences starting at position 0
+        (padding at the end cannot affect earlier positions, so no mask is needed)."""
+        x, rope = self._embed(ids, torch.arange(ids.size(1), device=ids.device)[None], ids.size(1))
+        return self._run_decoder(x, rope, None, is_causal=True)
+
+    def _decode_prompted(self, tgt, prompt, cache, start):
+        """Decoder-only decoding step. ``prompt`` (B, P) is left-padded; positions count real
+        tokens only, so the first real token of every row is position 0, as in training."""
+        prompt_pad = prompt.eq(self.cfg.pad_id)  # (B, P)
+        B, P = prompt.shape
+        T = tgt.size(1)
+        n_real = P - prompt_pad.sum(1, keepdim=True)  # (B, 1)
+        if start == 0:
+            ids = torch.cat([prompt, tgt], dim=1)  # (B, P+T)
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(B, T)], dim=1)
+            pos = (torch.cumsum(~key_pad, dim=1) - 1).clamp(min=0)
+        else:
+            if cache is None or cache.length() != P + start:
+                raise ValueError("decode(start > 0) of a decoder-only model needs the cache of the earlier steps")
+            ids = tgt
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(B, start + T)], dim=1)
+            pos = n_real + start + torch.arange(T, device=tgt.device)  # (B, T)
+        L, K = ids.size(1), key_pad.size(1)
+        causal = torch.ones(L, K, dtype=torch.bool, device=tgt.device).tril(K - L)  # (L, K)
+        # A padding query may see only itself: a row with nothing to attend to would give NaN.
+        itself = causal.triu(K - L)  # (L, K), the diagonal ending in the bottom-right corner
+        mask = (causal & ~key_pad[:, None, None, :]) | itself  # (B, 1, L, K)
+        x, rope = self._embed(ids, pos, K)
+        logits = self._run_decoder(x, rope, cache, mask=mask)
+        return logits[:, -T:]
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.decoder))
 
-    def forward(self, src, src_pad, tgt_in):
-        return self.decode(tgt_in, self.encode(src, src_pad), src_pad)
+
+def left_align(ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Move the padding of right-padded rows to the left: [a b c P P] -> [P P a b c]."""
+    S = ids.size(1)
+    shift = pad.sum(1, keepdim=True)  # (B, 1)
+    index = (torch.arange(S, device=ids.device)[None] - shift) % S
+    return ids.gather(1, index)

@@ -3,18 +3,22 @@ loggers, checkpoints, curves for DVC plots, and the exported model file that gen
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import secrets
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 import torch
 import torch.nn.functional as F
 
-from .batching import BucketBatchSampler, PairDataset, collate_pairs
+from .batching import BucketBatchSampler, PairDataset, collate_for, input_tokens
 from .config import Config
 from .files import atomic_path, atomic_write_json
 from .model import ModelConfig, Transformer
@@ -29,33 +33,60 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return ModelConfig(vocab_size=vocab_size, pad_id=PAD, **arch)
 
 
-def lr_lambda(warmup_steps: int, max_steps: int, floor: float = 0.1):
-    """Linear warmup, then cosine decay to ``floor`` × peak at ``max_steps``."""
+def lr_lambda(warmup_steps: int, max_steps: int, floor: float = 0.1, schedule: str = "cosine"):
+    """The learning-rate factor of a step: linear warmup over ``warmup_steps``, then
+
+    * ``cosine``: cosine decay to ``floor`` × peak at ``max_steps``;
+    * ``inverse_sqrt``: peak × sqrt(warmup / step), the 2017 Transformer's schedule (fairseq's
+      ``inverse_sqrt``), never below ``floor`` × peak;
+    * ``constant``: the peak.
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        if schedule == "inverse_sqrt":
+            return max(floor, math.sqrt(max(warmup_steps, 1) / (step + 1)))
         progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
 
+def loss_sums(model: Transformer, batch, smoothing: float = 0.0):
+    """(summed token cross-entropy, number of scored tokens) of a batch made by ``collate_for``."""
+    if len(batch) == 4:  # encoder-decoder
+        src, src_pad, tgt_in, labels = batch
+        logits = model(src, src_pad, tgt_in)  # (B, T, V)
+    else:  # decoder-only: source and target in one sequence
+        ids, labels = batch
+        logits = model.lm(ids)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=PAD,
+                           label_smoothing=smoothing, reduction="sum")
+    return loss, labels.ne(PAD).sum()
 
 
 class TranslationModule(pl.LightningModule):
+    """Training of either architecture on sentence pairs; the model itself is a plain ``Transformer``."""
+
     def __init__(self, model_cfg: dict, trainer_cfg: dict):
         super().__init__()
         self.save_hyperparameters()
         self.model = Transformer(ModelConfig(**model_cfg))
         self.tcfg = trainer_cfg
         self._val_sums = torch.zeros(2)
+        self._compiled = None
+
+    def configure_model(self):
+        # Compiled lazily, on the device, and kept out of the registered submodules so the
+        # state dict keeps the plain model's keys.
+        if self.tcfg.get("compile") and self._compiled is None:
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
 
     def _loss(self, batch, smoothing: float):
-        src, src_pad, tgt_in, tgt_out = batch
-        logits = self.model(src, src_pad, tgt_in)  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD,
-                               label_smoothing=smoothing, reduction="sum"), tgt_out.ne(PAD).sum()
+        return loss_sums(self._compiled or self.model, batch, smoothing)
 
     def training_step(self, batch, batch_idx):
         loss_sum, n_tok = self._loss(batch, self.tcfg["label_smoothing"])
@@ -67,7 +98,7 @@ class TranslationModule(pl.LightningModule):
         self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch, batch_idx):
-        loss_sum, n_tok = self._loss(batch, 0.0)  # true NLL: perplexity is comparable across runs
+        loss_sum, n_tok = loss_sums(self.model, batch)  # true NLL: perplexity is comparable across runs
         self._val_sums += torch.stack([loss_sum.double(), n_tok.double()])
 
     def on_validation_epoch_end(self):
@@ -87,15 +118,19 @@ class TranslationModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["rng_state"])
 
     def configure_optimizers(self):
+        tc = self.tcfg
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        # The fused CUDA kernel updates every tensor in one launch (PyTorch >= 2.0).
+        fused = bool(tc.get("fused_adamw", True)) and self.device.type == "cuda"
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.tcfg["weight_decay"]},
+            [{"params": decay, "weight_decay": tc["weight_decay"]},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.tcfg["lr"], betas=tuple(self.tcfg["betas"]),
+            lr=tc["lr"], betas=tuple(tc["betas"]), fused=fused or None,
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(self.tcfg["warmup_steps"], self.tcfg["max_steps"]))
+        factor = lr_lambda(tc["warmup_steps"], tc["max_steps"], tc.get("min_lr_ratio", 0.1),
+                           tc.get("lr_schedule", "cosine"))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -110,11 +145,18 @@ class CurveWriter(pl.Callback):
 
     def on_train_start(self, trainer, module):
         self.started = time.perf_counter()
+        if trainer.global_step > 0:  # resumed: keep the curves up to the checkpoint
+            for fname, name in CURVES.items():
+                path = self.out_dir / fname
+                if path.is_file():
+                    rows = (line.split("\t") for line in path.read_text().splitlines()[1:])
+                    self.rows[name] = [(int(s), float(v)) for s, v in rows if int(s) <= trainer.global_step]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.tokens += int(batch[0].numel() + batch[2].numel())
+        self.tokens += input_tokens(batch)
         step = trainer.global_step
-        if step % self.log_every == 0 and outputs is not None:
+        rows = self.rows["train/loss"]
+        if step % self.log_every == 0 and outputs is not None and not (rows and rows[-1][0] == step):
             self.rows["train/loss"].append((step, float(outputs["loss"])))
             self.rows["lr"].append((step, trainer.optimizers[0].param_groups[0]["lr"]))
 
@@ -127,6 +169,9 @@ class CurveWriter(pl.Callback):
     def on_train_end(self, trainer, module):
         self.write(trainer)
 
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        self.write(trainer)  # a resumed run finds the curves up to its checkpoint
+
     def write(self, trainer):
         if trainer.global_rank != 0:
             return
@@ -136,29 +181,87 @@ class CurveWriter(pl.Callback):
                 Path(tmp).write_text("\n".join(lines) + "\n")
 
 
+class Snapshots(pl.Callback):
+    """Weights every ``every`` steps, the newest ``keep`` of them, for checkpoint averaging
+    (fairseq's ``average_checkpoints``: the mean of the last few checkpoints usually beats each)."""
+
+    def __init__(self, directory: Path, every: int, keep: int):
+        self.dir, self.every, self.keep = Path(directory), every, keep
+        self.saved_step = -1
+
+    def _save(self, trainer):
+        step = trainer.global_step
+        if step == self.saved_step or step == 0:
+            return
+        self.saved_step = step
+        state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
+        if trainer.global_rank != 0:
+            return
+        weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
+        with atomic_path(self.dir / f"step-{step:08d}.pt") as tmp:
+            torch.save(weights, tmp)
+        for old in snapshot_files(self.dir)[:-self.keep]:
+            old.unlink()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, module):
+        self._save(trainer)  # the final weights are always among those averaged
+
+
+def snapshot_files(directory: Path) -> list[Path]:
+    return sorted(Path(directory).glob("step-*.pt"))
+
+
+def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the floating-point tensors of several state dicts (others from the last)."""
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    total, last = None, None
+    for path in paths:
+        last = torch.load(path, map_location="cpu", weights_only=True)
+        if total is None:
+            total = {k: v.double() if v.is_floating_point() else v for k, v in last.items()}
+        else:
+            for k, v in last.items():
+                if v.is_floating_point():
+                    total[k] += v.double()
+    return {k: (v / len(paths)).to(last[k].dtype) if v.is_floating_point() else last[k]
+            for k, v in total.items()}
+
+
 class PairData(pl.LightningDataModule):
     """Training and validation pairs in length-bucketed batches. The samplers are built once the
     trainer knows this process's rank, so under DDP each rank reads its own share of batches."""
 
-    def __init__(self, prepared_dir, batch_size: int, seed: int, max_len: int, num_workers: int = 0):
+    def __init__(self, prepared_dir, batch_size: int | None, seed: int, max_len: int,
+                 decoder_only: bool = False, max_tokens: int | None = None, num_workers: int = 0,
+                 accumulate: int = 1):
         super().__init__()
         self.prepared_dir, self.batch_size, self.seed = Path(prepared_dir), batch_size, seed
-        self.max_len, self.num_workers = max_len, num_workers
+        self.max_len, self.decoder_only, self.max_tokens = max_len, decoder_only, max_tokens
+        self.num_workers, self.accumulate = num_workers, accumulate
 
     def setup(self, stage=None):
-        self.train_set = PairDataset(self.prepared_dir, "train", self.max_len)
-        self.val_set = PairDataset(self.prepared_dir, "validation", self.max_len)
+        # a decoder-only model reads source and target together: half the length for the source
+        max_src = self.max_len // 2 if self.decoder_only else self.max_len
+        self.train_set = PairDataset(self.prepared_dir, "train", max_src, self.decoder_only)
+        self.val_set = PairDataset(self.prepared_dir, "validation", max_src, self.decoder_only)
 
     def _loader(self, data: PairDataset, shuffle: bool):
         from torch.utils.data import DataLoader
 
-        # On resume the trainer has restored global_step (= batches this rank consumed) by now.
-        sampler = BucketBatchSampler(data.lengths(), self.batch_size, seed=self.seed, shuffle=shuffle,
+        # On resume the trainer has restored global_step (optimizer steps) by now.
+        consumed = self.trainer.global_step * self.accumulate if shuffle else 0
+        lengths = np.minimum(data.lengths(), self.max_len + 1)
+        sampler = BucketBatchSampler(lengths, self.batch_size, seed=self.seed, shuffle=shuffle,
                                      rank=self.trainer.global_rank, world_size=self.trainer.world_size,
-                                     start_batch=self.trainer.global_step if shuffle else 0)
+                                     start_batch=consumed, max_tokens=self.max_tokens)
         # A generator of its own: each iter() of a DataLoader draws a seed from the generator it
         # is given, which must not be the global one that dropout uses (resume would drift).
-        return DataLoader(data, batch_sampler=sampler, collate_fn=collate_pairs,
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate_for(self.decoder_only, self.max_len),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           generator=torch.Generator().manual_seed(self.seed))
 
@@ -169,8 +272,9 @@ class PairData(pl.LightningDataModule):
         return self._loader(self.val_set, shuffle=False)
 
 
-def make_logger(cfg: Config, run_name: str):
-    """The experiment logger for ``cfg.logger`` (``False`` for none)."""
+def make_logger(cfg: Config, run_name: str, run_id: str | None = None):
+    """The experiment logger for ``cfg.logger`` (``False`` for none). ``run_id`` continues an
+    existing W&B run (a resumed training)."""
     lc = cfg.logger
     if lc.kind == "none":
         return False
@@ -184,16 +288,18 @@ def make_logger(cfg: Config, run_name: str):
     os.environ.setdefault("WANDB_SILENT", "true")
     Path(lc.save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(project=lc.project, entity=lc.entity, mode=lc.mode, save_dir=lc.save_dir,
-                       name=run_name, job_type="train", config=cfg.to_dict(),
-                       tags=[f"model={cfg.model.name}"])
+                       name=run_name, job_type="train", config=cfg.to_dict(), id=run_id,
+                       resume="allow" if run_id else None,
+                       tags=[f"model={cfg.model.name}", f"arch={cfg.model.arch}"])
 
 
-def export_model(module: TranslationModule, tokenizer_json: str, cfg: Config, path: Path, extra: dict):
+def export_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, cfg: Config, path: Path,
+                 extra: dict):
     """A self-contained model file: architecture, weights, tokenizer and the config that made it."""
     payload = {
         "format": MODEL_FORMAT,
-        "model_config": module.hparams["model_cfg"],
-        "state_dict": {k: v.detach().cpu() for k, v in module.model.state_dict().items()},
+        "model_config": model_cfg,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "tokenizer": tokenizer_json,
         "config": cfg.to_dict(),
         **extra,
@@ -216,6 +322,12 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model, load_tokenizer(payload["tokenizer"]), payload
 
 
+def checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The plain model's weights from a Lightning checkpoint (full state dict, any strategy)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed, so a process killed mid-save
     leaves the previous last.ckpt intact for ``ckpt_path=last``."""
@@ -227,26 +339,80 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
-def resume_path(ckpt_path: str | None, out_dir: Path) -> str | None:
-    """``ckpt_path=last`` means ``<out_dir>/checkpoints/last.ckpt`` (nothing to resume from yet:
-    start afresh); any other value is a checkpoint file that must exist."""
+# -- resume ----------------------------------------------------------------------------------------
+
+WANDB_ID_ENV = "LMLAB_WANDB_ID"
+STATE_FILE = "state.json"  # in the checkpoint directory: what run the checkpoints belong to
+# trainer keys that do not change the numbers a run computes
+_NEUTRAL_TRAINER_KEYS = ("num_workers", "log_every_n_steps", "checkpoint_every_n_steps")
+
+
+def fingerprint(cfg: Config, tokenizer_json: str, n_train: int) -> dict:
+    """What must be equal for a checkpoint to continue this run: seed, model, trainer, data."""
+    trainer = {k: v for k, v in cfg.to_dict()["trainer"].items() if k not in _NEUTRAL_TRAINER_KEYS}
+    tok = hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]
+    return {"seed": cfg.seed, "model": cfg.to_dict()["model"], "trainer": trainer,
+            "data": {"tokenizer_sha256": tok, "train_pairs": n_train}}
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key} was {a!r}, now {b!r}"
+    return None
+
+
+def resume_plan(ckpt_path: str | None, ckpt_dir: Path, fp: dict) -> tuple[str | None, str | None, str]:
+    """(checkpoint to resume from or None, W&B run id to continue or None, why) for ``ckpt_path``:
+
+    * None: start afresh;
+    * ``last``: ``<ckpt_dir>/last.ckpt`` of the same configuration (an error names the key that
+      differs); nothing there yet: start afresh;
+    * ``auto``: as ``last`` when the checkpoints there belong to this configuration and did not
+      finish, afresh otherwise (what the DVC train stage uses after a crash);
+    * a file path: that checkpoint.
+    """
     if ckpt_path is None:
-        return None
-    path = out_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if path.is_file():
-        return str(path)
-    if ckpt_path == "last":
-        return None
-    raise FileNotFoundError(f"ckpt_path={ckpt_path} not found")
+        return None, None, "fresh start"
+    if ckpt_path not in ("last", "auto"):
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} not found")
+        return ckpt_path, None, f"resuming from {ckpt_path}"
+    last = ckpt_dir / "last.ckpt"
+    state_path = ckpt_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if not last.is_file() or state is None:
+        return None, None, "fresh start (no checkpoint to resume)"
+    diff = _first_difference(state["fingerprint"], fp)
+    if diff and ckpt_path == "last":
+        raise ValueError(f"ckpt_path=last: {last} belongs to another configuration ({diff}); "
+                         "use a new output directory or the old configuration")
+    if diff:
+        return None, None, f"fresh start ({last} is from another configuration: {diff})"
+    if state.get("finished") and ckpt_path == "auto":
+        return None, None, f"fresh start ({last} is of a finished run)"
+    return str(last), state.get("wandb_id"), f"resuming from {last}"
+
+
+def _clear_checkpoints(ckpt_dir: Path) -> None:
+    for path in [*ckpt_dir.glob("*.ckpt"), *snapshot_files(ckpt_dir / "snapshots"), ckpt_dir / STATE_FILE]:
+        path.unlink(missing_ok=True)
 
 
 def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir: str | Path,
-          run_name: str | None = None) -> dict:
-    """Train on ``prepared_dir``; write checkpoints and ``model.pt`` to ``out_dir`` and the curves
-    to ``curves_dir``. Returns the run summary (also written to ``out_dir/run.json``)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+          ckpt_dir: str | Path | None = None, run_name: str | None = None) -> dict:
+    """Train on ``prepared_dir``; write ``model.pt`` and ``run.json`` to ``out_dir``, checkpoints to
+    ``ckpt_dir`` (default ``out_dir/checkpoints``) and the curves to ``curves_dir``. Returns the
+    run summary (empty on ranks other than 0)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
 
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"
     tok_path = prepared_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise FileNotFoundError(f"{tok_path} not found: run the prepare stage (`dvc repro prepare`)")
@@ -255,26 +421,59 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     tc = cfg.trainer
     mcfg = model_config(cfg, vocab_size)
+    decoder_only = mcfg.arch == "decoder-only"
+    data = PairData(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len, decoder_only, tc.max_tokens,
+                    tc.num_workers, tc.accumulate_grad_batches)
 
-    data = PairData(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len, tc.num_workers)
+    fp = fingerprint(cfg, tokenizer_json, len(PairDataset(prepared_dir, "train")))
+    resume_from, run_id, why = resume_plan(cfg.ckpt_path, ckpt_dir, fp)
+    is_rank_zero = rank_zero_only.rank == 0
+    if is_rank_zero:
+        print(f"train: {why}", flush=True)
+    if resume_from is None and is_rank_zero:
+        _clear_checkpoints(ckpt_dir)  # stale checkpoints of another run must not mix with this one's
+    inherited_id = os.environ.get(WANDB_ID_ENV)
+    if run_id is None and cfg.logger.kind == "wandb":
+        run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
+    if run_id is not None:
+        os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
+    try:
+        return _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_dir,
+                    out_dir, ckpt_dir, curves_dir, run_name, is_rank_zero)
+    finally:
+        if inherited_id is None:
+            os.environ.pop(WANDB_ID_ENV, None)
 
-    module = TranslationModule(mcfg.__dict__, tc.__dict__ | {"betas": list(tc.betas)})
+
+def _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_dir, out_dir,
+         ckpt_dir, curves_dir, run_name, is_rank_zero) -> dict:
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    if is_rank_zero:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(ckpt_dir / STATE_FILE, {"fingerprint": fp, "wandb_id": run_id, "finished": False})
+
+    module = TranslationModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
     run_name = run_name or out_dir.name
-    logger = make_logger(cfg, run_name)
-    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss",
+    logger = make_logger(cfg, run_name, run_id)
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss",
                            mode="min", save_top_k=1, auto_insert_metric_name=False)
     # last.ckpt every N steps, what `ckpt_path=last` resumes from after a crash
-    last = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_top_k=0, save_last=True,
+    last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                            every_n_train_steps=tc.checkpoint_every_n_steps)
     curves = CurveWriter(Path(curves_dir), tc.log_every_n_steps)
+    callbacks = [ckpt, last, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps)]
+    if tc.average_last > 1:
+        callbacks.append(Snapshots(ckpt_dir / "snapshots", tc.checkpoint_every_n_steps, tc.average_last))
     # Validation every N steps whatever the epoch length, and once more at the very end.
     val_every = min(tc.val_check_interval, tc.max_steps)
     trainer = pl.Trainer(
-        accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy, num_nodes=tc.num_nodes,
-        precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
-        val_check_interval=val_every, check_val_every_n_epoch=None,
+        accelerator=tc.accelerator, devices=tc.devices, strategy=make_strategy(tc.strategy),
+        num_nodes=tc.num_nodes, precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
+        val_check_interval=val_every * tc.accumulate_grad_batches, check_val_every_n_epoch=None,
+        accumulate_grad_batches=tc.accumulate_grad_batches,
         limit_val_batches=tc.limit_val_batches, gradient_clip_val=tc.gradient_clip_val or None,
-        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=[ckpt, last, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps)],
+        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=callbacks,
         default_root_dir=str(out_dir), deterministic=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=True, plugins=[AtomicCheckpointIO()],
     )
@@ -284,20 +483,18 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         # our batch sampler is deliberate; the data loader needs no worker processes on CPU
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*batch_size.*could not be inferred.*")
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # it holds our state.json
         start = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg.ckpt_path, out_dir))
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
         train_seconds = time.perf_counter() - start
     if trainer.global_step < tc.max_steps and trainer.interrupted:
         raise RuntimeError("training was interrupted")
 
     summary = {}
     if trainer.is_global_zero:
-        best_path = ckpt.best_model_path
-        if best_path:
-            state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
-            module.load_state_dict(state)
         best = ckpt.best_model_score
         summary = {
+            "arch": mcfg.arch,
             "global_step": trainer.global_step,
             "best_val_loss": float(best) if best is not None else None,
             "n_parameters": module.model.num_parameters(),
@@ -306,15 +503,54 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
             # every rank reads batches of the same size on average
             "train_tokens_per_second": round(curves.tokens * trainer.world_size / max(train_seconds, 1e-9), 1),
         }
+        if tc.average_last > 1:
+            paths = snapshot_files(ckpt_dir / "snapshots")
+            weights = average_state_dicts(paths)
+            summary["averaged_checkpoints"] = [p.name for p in paths]
+            summary["averaged_val_loss"] = _val_loss(mcfg, weights, data)
+        else:
+            weights = checkpoint_weights(ckpt.best_model_path) if ckpt.best_model_path else \
+                module.model.state_dict()
         if logger and cfg.logger.kind == "wandb":
             exp = logger.experiment
             summary["wandb"] = {"id": exp.id, "project": cfg.logger.project, "dir": str(exp.dir),
                                 "mode": cfg.logger.mode}
             exp.summary.update({k: v for k, v in summary.items() if k != "wandb"})
-        export_model(module.cpu(), tokenizer_json, cfg, out_dir / "model.pt", {"summary": summary})
+        export_model(mcfg.to_dict(), weights, tokenizer_json, cfg, out_dir / "model.pt", {"summary": summary})
         atomic_write_json(out_dir / "run.json", summary)
+        atomic_write_json(ckpt_dir / STATE_FILE, {"fingerprint": fp, "wandb_id": run_id, "finished": True})
         if logger and cfg.logger.kind == "wandb":
             import wandb
 
             wandb.finish()
     return summary
+
+
+def _val_loss(mcfg: ModelConfig, weights: dict, data: PairData) -> float:
+    """Validation loss of ``weights`` on this process (the averaged model is not in the trainer)."""
+    from torch.utils.data import DataLoader
+
+    model = Transformer(mcfg)
+    model.load_state_dict(weights)
+    model.eval()
+    lengths = np.minimum(data.val_set.lengths(), data.max_len + 1)
+    sampler = BucketBatchSampler(lengths, data.batch_size, seed=0, shuffle=False, max_tokens=data.max_tokens)
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for batch in DataLoader(data.val_set, batch_sampler=sampler,
+                                collate_fn=collate_for(data.decoder_only, data.max_len)):
+            loss, count = loss_sums(model, batch)
+            total, n = total + float(loss), n + int(count)
+    return round(total / max(n, 1), 6)
+
+
+def make_strategy(name: str):
+    """Lightning strategy for ``trainer.strategy``. ``fsdp`` shards every Transformer block (and
+    saves full, unsharded checkpoints, which export and averaging read)."""
+    if name != "fsdp":
+        return name
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    from .model import Block
+
+    return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full")

@@ -31,7 +31,9 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
 
     d = cfg.decoding
     policy = decode_policy(cfg)
-    max_src = model.cfg.max_len
+    decoder_only = model.cfg.arch == "decoder-only"
+    # a decoder-only model holds prompt and continuation in max_len positions, as in training
+    max_src = model.cfg.max_len // 2 if decoder_only else model.cfg.max_len
     max_new = min(d.max_new_tokens, model.cfg.max_len - 1)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[dict | None] = [None] * len(sources)
@@ -40,8 +42,9 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
         for start in range(0, len(order), d.batch_size):
             idx = order[start:start + d.batch_size]
             src, src_pad = pad_batch([list(sources[i][: max_src - 1]) + [EOS] for i in idx])
+            n_new = min(max_new, model.cfg.max_len - src.size(1)) if decoder_only else max_new
             nbest_lists = generate(model, src, src_pad, policy, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-                                   max_new_tokens=max_new)
+                                   max_new_tokens=n_new)
             for i, nbest in zip(idx, nbest_lists):
                 best = nbest[0]
                 results[i] = {

@@ -1,0 +1,59 @@
+"""The model presets of ``conf/model/`` as a table: ``python -m lmlab.presets`` prints the README's.
+
+Parameter counts come from instantiating each preset (``Transformer.num_parameters``); the test
+suite checks them against a closed-form formula and the README against this output.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import CONF_DIR, build_config, compose
+
+GPT2_VOCAB = 50257
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def count_parameters(name: str, vocab_size: int) -> int:
+    """Parameters of preset ``name`` with a ``vocab_size``-token vocabulary (built on the meta
+    device: no memory is allocated, so the large presets cost nothing)."""
+    import torch
+
+    from .model import Transformer
+    from .training import model_config
+
+    cfg = build_config(compose([f"model={name}"]))
+    with torch.device("meta"):
+        return Transformer(model_config(cfg, vocab_size)).num_parameters()
+
+
+def table(vocab_sizes: tuple[int, ...] = (6000, GPT2_VOCAB)) -> str:
+    """Markdown table of every preset: architecture, dims, layers, heads, parameters."""
+    head = ["preset", "arch", "n_embd", "d_ff", "layers (enc+dec)", "heads", "positions", "FFN"]
+    head += [f"params @ {v:,} vocab" for v in vocab_sizes]
+    rows = []
+    models = {name: build_config(compose([f"model={name}"])).model for name in preset_names()}
+    counts = {name: [count_parameters(name, v) for v in vocab_sizes] for name in models}
+    # encoder-decoder first, then by size
+    for name in sorted(models, key=lambda n: (models[n].arch != "encoder-decoder", counts[n][0])):
+        m = models[name]
+        layers = (f"{m.n_decoder_layer}" if m.arch == "decoder-only"
+                  else f"{m.n_encoder_layer}+{m.n_decoder_layer}")
+        row = [f"`{name}`", m.arch, str(m.n_embd), str(m.d_ff), layers, str(m.n_head), m.positions,
+               m.activation]
+        row += [f"{n / 1e6:.2f}M" for n in counts[name]]
+        rows.append(row)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
