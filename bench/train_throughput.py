@@ -53,13 +53,22 @@ FIRST_ID = 4  # ids below are <pad> <unk> <s> </s>; random sentences use ordinar
 
 # --- the workload -------------------------------------------------------------------------------
 
-def make_batches(n: int, batch_size: int, seq_len: int, vocab: int, seed: int) -> list[tuple]:
-    """``n`` batches laid out exactly as training lays them out (``collate_pairs``): sources of
-    ``seq_len - 1`` ids + </s>, targets of ``seq_len - 1`` ids, so src, tgt_in and tgt_out are
-    all (batch_size, seq_len)."""
+def make_batches(n: int, batch_size: int, seq_len: int, vocab: int, seed: int,
+                 decoder_only: bool = False) -> list[tuple]:
+    """``n`` batches of random tokens.
+
+    Encoder-decoder: laid out exactly as training lays them out (``collate_pairs``): sources of
+    ``seq_len - 1`` ids + </s>, targets of ``seq_len - 1`` ids, so src, tgt_in and tgt_out are all
+    (batch_size, seq_len). Decoder-only: language-model batches (ids, labels) of (batch_size,
+    seq_len), every position scored, as nanoGPT and llm.c train GPT-2.
+    """
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(n):
+        if decoder_only:
+            seq = torch.as_tensor(rng.integers(FIRST_ID, vocab, (batch_size, seq_len + 1)))
+            batches.append((seq[:, :-1].contiguous(), seq[:, 1:].contiguous()))
+            continue
         items = [(np.append(rng.integers(FIRST_ID, vocab, seq_len - 1), EOS),
                   rng.integers(FIRST_ID, vocab, seq_len - 1)) for _ in range(batch_size)]
         batches.append(collate_pairs(items))
@@ -67,7 +76,9 @@ def make_batches(n: int, batch_size: int, seq_len: int, vocab: int, seed: int) -
 
 
 def count_tokens(batch) -> int:
-    """Non-pad source tokens + non-pad decoder-input tokens: what the model reads."""
+    """Non-pad tokens the model reads: source + decoder input, or the decoder-only sequence."""
+    if len(batch) == 2:
+        return int(batch[0].ne(PAD).sum())
     src, _, tgt_in, _ = batch
     return int(src.ne(PAD).sum() + tgt_in.ne(PAD).sum())
 
@@ -190,6 +201,10 @@ def flops_per_step(model, batch_size: int, src_len: int, tgt_len: int) -> float:
     """
     count = lambda mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
     C = model.cfg.n_embd
+    if model.cfg.arch == "decoder-only":  # one sequence of tgt_len tokens: nanoGPT's estimate_mfu
+        params = count([model.decoder, model.dec_ln]) + model.lm_head.weight.numel()
+        return float(6 * batch_size * tgt_len * params
+                     + 12 * len(model.decoder) * C * batch_size * tgt_len * tgt_len)
     cross_kv = count([b.cross_attn.kv for b in model.decoder])
     enc = count([model.encoder, model.enc_ln]) + cross_kv
     dec = count([model.decoder, model.dec_ln]) - cross_kv + model.lm_head.weight.numel()
@@ -225,7 +240,9 @@ def measure(path_fn, preset, batches, args) -> dict:
 
 
 def bench_preset(preset: str, args) -> dict:
-    batches = make_batches(args.warmup + args.steps, args.batch_size, args.seq_len, args.vocab, args.seed)
+    decoder_only = build_config(compose([f"model={preset}"])).model.arch == "decoder-only"
+    batches = make_batches(args.warmup + args.steps, args.batch_size, args.seq_len, args.vocab, args.seed,
+                           decoder_only)
     best = {"bare": None, "lmlab": None}
     for _ in range(args.repeats):  # alternate, so slow phases of a shared machine hit both paths
         for name, fn in (("bare", run_bare), ("lmlab", run_lmlab)):
@@ -235,8 +252,9 @@ def bench_preset(preset: str, args) -> dict:
     figures = {name: dict(r) for name, r in best.items()}
     model = new_module(preset, args.vocab, args.seed)[0].model
     figures["n_parameters"] = model.num_parameters()
+    figures["decoder_only"] = decoder_only
     if args.device == "cuda":
-        flops = flops_per_step(model, args.batch_size, args.seq_len, args.seq_len)
+        flops = flops_per_step(model, args.batch_size, args.seq_len, args.seq_len)  # (dec-only: one sequence)
         figures["flops_per_step"] = flops
         for name in ("bare", "lmlab"):
             achieved = flops / (best[name]["ms_per_step"] / 1000)
@@ -246,8 +264,9 @@ def bench_preset(preset: str, args) -> dict:
 
 def print_table(preset: str, fig: dict, args) -> None:
     mem_label = "peak alloc MiB" if args.device == "cuda" else "RSS after MiB"
+    shape = f"{args.seq_len}" if fig["decoder_only"] else f"{args.seq_len}+{args.seq_len}"
     print(f"\n{preset}: {fig['n_parameters'] / 1e6:.2f}M params, batch {args.batch_size} × "
-          f"{args.seq_len}+{args.seq_len} tokens, {args.steps} timed steps after {args.warmup}, "
+          f"{shape} tokens, {args.steps} timed steps after {args.warmup}, "
           f"best of {args.repeats}, {args.device} ({args.precision}, {torch.get_num_threads()} threads)")
     header = f"  {'path':<6} {'tokens/s':>12} {'ms/step':>10} {mem_label:>15}"
     if args.device == "cuda":
@@ -288,11 +307,14 @@ def summary(results: dict, args) -> dict:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default="tiny,small", help="comma-separated conf/model presets")
+    parser.add_argument("--presets", default="tiny,small,gpt-tiny,gpt-small",
+                        help="comma-separated conf/model presets")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per run (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentence pairs per batch")
-    parser.add_argument("--seq-len", type=int, default=16, help="source and target tokens per pair")
+    parser.add_argument("--seq-len", type=int, default=16,
+                        help="source and target tokens per pair (encoder-decoder), sequence length "
+                             "(decoder-only)")
     parser.add_argument("--vocab", type=int, default=6000, help="vocabulary size (default 6000)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None,

@@ -11,14 +11,19 @@ spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench"
 tt = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tt)
 
-SMALL = ["model.dropout=0.0", "model.n_embd=32", "model.n_head=2", "model.n_encoder_layer=1",
-         "model.n_decoder_layer=1", "model.d_ff=64", "trainer.warmup_steps=2"]
+import pytest
+
+SMALL = ["model.dropout=0.0", "model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1",
+         "model.d_ff=64", "trainer.warmup_steps=2"]
 
 
-def test_bare_loop_and_lightning_reach_identical_weights():
+@pytest.mark.parametrize("preset,layers", [("tiny", "model.n_encoder_layer=1"),
+                                           ("gpt-tiny", "model.n_encoder_layer=0")])
+def test_bare_loop_and_lightning_reach_identical_weights(preset, layers):
     # Without dropout the two paths must agree bit for bit: same optimiser, schedule, loss, clip.
-    batches = tt.make_batches(6, batch_size=4, seq_len=6, vocab=300, seed=0)
-    make = lambda: tt.new_module("tiny", 300, 0, SMALL)  # noqa: E731
+    batches = tt.make_batches(6, batch_size=4, seq_len=6, vocab=300, seed=0,
+                              decoder_only=preset.startswith("gpt"))
+    make = lambda: tt.new_module(preset, 300, 0, SMALL + [layers])  # noqa: E731
     _, bare = tt.run_bare(make, batches, 2, "cpu", "32-true")
     _, lmlab = tt.run_lmlab(make, batches, 2, "cpu", "32-true")
     start = make()[0]
@@ -29,7 +34,7 @@ def test_bare_loop_and_lightning_reach_identical_weights():
 
 
 def test_script_prints_table_then_json(capsys):
-    record = tt.main(["--presets", "tiny", "--steps", "2", "--warmup", "1", "--seq-len", "4",
+    record = tt.main(["--presets", "tiny,gpt-tiny", "--steps", "2", "--warmup", "1", "--seq-len", "4",
                       "--batch-size", "2", "--repeats", "1", "--device", "cpu", "--threads", "1"])
     out = capsys.readouterr().out.strip().splitlines()
     assert json.loads(out[-1]) == record
@@ -38,3 +43,4 @@ def test_script_prints_table_then_json(capsys):
     expected = record["tiny_tokens_per_s"] / record["tiny_bare_tokens_per_s"]
     assert abs(record["tiny_ratio"] - expected) < 1e-3 * expected + 1e-3
     assert "tiny_mfu" not in record
+    assert record["gpt-tiny_ratio"] > 0 and record["gpt-tiny_tokens_per_s"] > 0

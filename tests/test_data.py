@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lmlab.batching import BucketBatchSampler, PairDataset, collate_pairs, pad_batch
+from lmlab.batching import BucketBatchSampler, PairDataset, collate_lm_pairs, collate_pairs, pad_batch
 from lmlab.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS, TokenArray, decode, encode_lines, train_bpe, write_array
 
 TEXT = ["the cat sat on the mat .", "a dog ran near the cat .", "la chatte est assise ."] * 20
@@ -77,3 +77,42 @@ def test_evaluation_sampler_keeps_every_batch_across_ranks():
     seen = sorted(i for s in shards for b in s for i in b)
     assert seen == list(range(105))
     assert [len(s) for s in shards] == [6, 5] == [len(list(s)) for s in shards]
+
+
+def test_collate_decoder_only_layout_scores_the_target_only():
+    ids, labels = collate_lm_pairs([(np.array([7, 8, EOS]), np.array([9])),
+                                    (np.array([7, EOS]), np.array([10, 11]))], max_len=10)
+    assert ids.tolist() == [[7, 8, EOS, BOS, 9], [7, EOS, BOS, 10, 11]]
+    assert labels.tolist() == [[PAD, PAD, PAD, 9, EOS], [PAD, PAD, 10, 11, EOS]]
+    ids, labels = collate_lm_pairs([(np.array([7, 8, EOS]), np.array([9, 10, 11]))], max_len=5)
+    assert ids.tolist() == [[7, 8, EOS, BOS, 9]] and labels.tolist() == [[PAD, PAD, PAD, 9, 10]]
+
+
+def test_token_budget_batches_fit_the_budget_and_cover_every_example():
+    lengths = np.random.default_rng(0).integers(1, 60, size=2000)
+    sampler = BucketBatchSampler(lengths, batch_size=None, seed=3, max_tokens=300)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(2000))
+    padded = [len(b) * lengths[b].max() for b in batches]
+    assert max(padded) <= 300 and np.mean(padded) > 0.9 * 300  # full, never over
+    assert len({len(b) for b in batches}) > 5  # short sentences make big batches
+    capped = list(BucketBatchSampler(lengths, batch_size=8, seed=3, max_tokens=300))
+    assert max(len(b) for b in capped) == 8
+    with pytest.raises(TypeError):
+        len(sampler)  # epochs differ in batch count: Lightning must run each to exhaustion
+    with pytest.raises(ValueError, match="trainer.max_tokens=40 is smaller than the longest example"):
+        BucketBatchSampler(lengths, None, seed=3, max_tokens=40)
+
+
+@pytest.mark.parametrize("kw", [dict(batch_size=16), dict(batch_size=None, max_tokens=200)])
+def test_sampler_started_at_batch_k_replays_the_rest_of_the_run(kw):
+    """What resume relies on: a sampler built with start_batch=k yields exactly the batches an
+    uninterrupted sampler yields after its first k, across epoch boundaries."""
+    lengths = np.random.default_rng(1).integers(1, 30, size=300)
+    full = BucketBatchSampler(lengths, seed=5, rank=1, world_size=2, **kw)
+    stream = [b for _ in range(3) for b in full]  # three epochs
+    epoch0 = len(stream) // 3
+    for k in (0, 5, epoch0, epoch0 + 3):
+        resumed = BucketBatchSampler(lengths, seed=5, rank=1, world_size=2, start_batch=k, **kw)
+        replay = [b for _ in range(3) for b in resumed]
+        assert replay[: len(stream) - k - 5] == stream[k:len(stream) - 5], k
