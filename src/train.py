@@ -16,12 +16,20 @@ DEFAULT_OUT = "outputs/{time}"
 RUN_DIR_ENV = "LMLAB_RUN_DIR"
 
 
+def run_stamp(environ) -> str:
+    """The ``{time}`` of a new output directory: the same on every rank of one SLURM job step."""
+    if "SLURM_JOB_ID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1:
+        return f"slurm-{environ['SLURM_JOB_ID']}.{environ.get('SLURM_STEP_ID', '0')}"
+    return time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
 def run(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir):
     # Under DDP, Lightning starts the other ranks by running this script again; they find the
     # directory rank 0 chose in the environment, so all ranks share one output directory.
+    # Under SLURM (srun starts every rank itself), the job and step ids name the directory instead.
     inherited = os.environ.get(RUN_DIR_ENV)
     if "{time}" in out_dir:
-        out_dir = inherited or out_dir.format(time=time.strftime("%Y-%m-%d_%H-%M-%S"))
+        out_dir = inherited or out_dir.format(time=run_stamp(os.environ))
     curves_dir = curves_dir.format(out_dir=out_dir)
     ckpt_dir = ckpt_dir.format(out_dir=out_dir)
     os.environ[RUN_DIR_ENV] = out_dir

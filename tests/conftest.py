@@ -29,6 +29,16 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def child_env(**extra):
+    """The environment for a subprocess that must start its own runs: this process's environment
+    minus what an in-process run left behind (the address of its W&B service, lmlab's run
+    hand-over variables), so a child never attaches to a stream of this process."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WANDB_SERVICE", "LMLAB_RUN_DIR", "LMLAB_WANDB_ID")}
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(scope="session")
 def tiny_overrides():
     """The real config, shrunk to seconds: small corpus, vocabulary, model and step budget."""

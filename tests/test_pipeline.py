@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
@@ -59,7 +60,7 @@ def repo(tmp_path_factory, tiny_overrides):
     for stale in ("dvc.lock", "reports/metrics.json"):
         (dest / stale).unlink(missing_ok=True)
     shrink(dest / "conf" / "config.yaml", tiny_overrides)
-    env = dict(os.environ, PYTHONPATH=str(dest / "src"), DVC_NO_ANALYTICS="1",
+    env = child_env(PYTHONPATH=str(dest / "src"), DVC_NO_ANALYTICS="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     params = run([sys.executable, "-m", "lmlab.params"], dest, env)
     (dest / "params.yaml").write_text(params)
@@ -92,7 +93,7 @@ def test_dvc_repro_end_to_end(repo):
     assert "bleu" in report.lower() and "figures/loss.png" in report
     assert (dest / "reports/figures/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (dest / "data/model/model.pt").is_file()
-    assert (dest / "data/model/checkpoints/last.ckpt").is_file()
+    assert (dest / "data/checkpoints/last.ckpt").is_file()  # outside DVC's outs: survives a rerun
 
     # nothing changed: nothing reruns
     again = run(["dvc", "repro"], dest, env)
@@ -106,6 +107,49 @@ def test_dvc_repro_end_to_end(repo):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env))
     found = json.dumps(shown)
     assert found.count('"bleu"') >= 2 and '"beam"' in found
+
+    # the decoder-only architecture through the same pipeline: retrain, decode, score
+    exp = run(["dvc", "exp", "run", "-S", "model=gpt-tiny", "-S", "model.n_encoder_layer=0",
+               "-S", "model.max_len=192"], dest, env)
+    assert ran_stages(exp) == ["train", "generate", "evaluate", "report"]
+    metrics = json.loads((dest / "reports/metrics.json").read_text())
+    assert metrics["n_examples"] == 24 and metrics["perplexity"] > 1.0
+    assert yaml.safe_load((dest / "params.yaml").read_text())["model"]["arch"] == "decoder-only"
+
+
+@pytest.mark.slow
+def test_dvc_train_stage_resumes_after_a_crash(repo):
+    """SIGKILL `dvc repro` in the middle of training; the next `dvc repro` continues from the last
+    checkpoint in data/checkpoints instead of starting over."""
+    import signal
+    import time
+
+    import torch
+
+    dest, env, git = repo
+    run(["dvc", "repro", "prepare"], dest, env)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["trainer"].update(max_steps=60, checkpoint_every_n_steps=5, val_check_interval=30)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    last = dest / "data/checkpoints/last.ckpt"
+    last.unlink(missing_ok=True)
+    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=dest, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+            if step >= 10:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process under it
+    proc.wait()
+    assert 10 <= step < 60, "training finished before it could be killed"
+    (dest / ".dvc/tmp/rwlock").unlink(missing_ok=True)  # the killed dvc could not release its lock
+    out = run(["dvc", "repro", "train"], dest, env)
+    assert "train: resuming from data/checkpoints/last.ckpt" in out
+    assert json.loads((dest / "data/model/run.json").read_text())["global_step"] == 60
 
 
 @pytest.mark.slow

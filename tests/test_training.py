@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import child_env
 
 from lmlab.config import build_config, compose
 from lmlab.encoding import prepare
@@ -153,8 +154,7 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
     cmd = [sys.executable, str(root / "src/train.py"), "--prepared-dir", str(prepared / "prepared"),
            *tiny_overrides, "logger=wandb", "trainer.max_steps=6", "trainer.val_check_interval=3",
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-    env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
-    env.pop("LMLAB_RUN_DIR", None)
+    env = child_env(PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list((tmp_path / "outputs").iterdir())
@@ -192,8 +192,7 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
     import time
 
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
-    env.pop("LMLAB_RUN_DIR", None)
+    env = child_env(PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
     # 400 pairs / batch 32 = 13 batches an epoch: the kill lands mid-epoch and the run spans epochs
     overrides = tiny_overrides + ["logger=wandb", "trainer.max_steps=60", "trainer.val_check_interval=20",
                                   "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
@@ -229,3 +228,18 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
     ids = {r.name.rsplit("-", 1)[1] for r in (tmp_path / "wandb").glob("offline-run-*")}
     assert len(ids) == 2 and summary["wandb"]["id"] in ids  # the full run's, and the killed+resumed one
     assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{summary['wandb']['id']}"))) == 2
+
+
+def test_every_slurm_rank_of_a_job_step_picks_the_same_output_directory():
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parents[1] / "src/train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    job = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "3", "SLURM_NTASKS": "8"}
+    assert script.run_stamp({**job, "SLURM_PROCID": "0"}) == "slurm-4242.3"
+    assert script.run_stamp({**job, "SLURM_PROCID": "7"}) == "slurm-4242.3"
+    # a one-task allocation (salloc, an interactive shell) keeps the time stamp
+    stamp = script.run_stamp({"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"})
+    assert time.strptime(stamp, "%Y-%m-%d_%H-%M-%S")
