@@ -9,14 +9,18 @@ loss and gradient clipping:
   scheduler step, zero_grad — with the optimiser and scheduler from the module's
   ``configure_optimizers()``, so the two cannot drift apart.
 
-Only the steps after ``--warmup`` are timed. The paths run alternately (bare, lmlab, bare, lmlab,
-... ``--repeats`` times each) and each keeps its best run, so drift on a shared machine hits both.
+Only the steps after ``--warmup`` are timed, each one from the start of a step to the start of the
+next (so everything Lightning does between steps counts). A path's step time is the median of its
+steps over all its runs: on a shared CPU, slow phases lasting seconds move a run's mean by ±5%
+while the median barely moves. The paths run alternately (bare, lmlab, bare, lmlab, ...
+``--repeats`` times each), so drift hits both.
 
     python bench/train_throughput.py [--presets tiny,small] [--steps 30] [--warmup 5]
         [--batch-size 64] [--seq-len 16] [--vocab 6000] [--threads N] [--device cpu|cuda]
-        [--precision 32-true|bf16-mixed] [--repeats 2] [--peak-tflops 989]
+        [--precision 32-true|bf16-mixed] [--repeats 3] [--peak-tflops 989]
 
-Figures per preset: tokens/s (non-pad source + decoder-input tokens), ms/step, memory (on CUDA the
+Figures per preset: tokens/s (non-pad source + decoder-input tokens of a step ÷ the median step
+time; every timed batch has the same tokens), ms/step (median), memory (on CUDA the
 peak ``torch.cuda.max_memory_allocated`` of the run; on CPU only the process's current RSS after the
 run, which is process-wide and never shrinks much, so it is an upper bound, not a per-path peak),
 and on CUDA the model FLOPs utilisation (MFU, formula in ``flops_per_step``). ``<preset>_ratio`` is
@@ -114,8 +118,8 @@ def sync(device: str) -> None:
 
 # --- the two paths ------------------------------------------------------------------------------
 
-def run_bare(make_module, batches, warmup, device, precision) -> tuple[float, TranslationModule]:
-    """Seconds for the steps after ``warmup`` (and the trained module), training by hand what
+def run_bare(make_module, batches, warmup, device, precision) -> tuple[list[float], TranslationModule]:
+    """Seconds of each step after ``warmup`` (and the trained module), training by hand what
     Lightning would train. ``make_module()`` returns a fresh (module, gradient_clip_val)."""
     module, clip = make_module()
     module.to(device).train()
@@ -125,11 +129,11 @@ def run_bare(make_module, batches, warmup, device, precision) -> tuple[float, Tr
     smoothing = module.tcfg["label_smoothing"]
     # what Lightning's bf16-mixed plugin does: autocast around the training step, fp32 weights
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    start = None
+    marks = []
     for i, batch in enumerate(batches):
-        if i == warmup:
+        if i >= warmup:
             sync(device)
-            start = time.perf_counter()
+            marks.append(time.perf_counter())
         batch = [t.to(device, non_blocking=True) for t in batch]
         with autocast:
             loss_sum, n_tok = module._loss(batch, smoothing)
@@ -144,28 +148,31 @@ def run_bare(make_module, batches, warmup, device, precision) -> tuple[float, Tr
         sched.step()
         opt.zero_grad(set_to_none=True)
     sync(device)
-    return time.perf_counter() - start, module
+    marks.append(time.perf_counter())
+    return list(np.diff(marks)), module
 
 
 class StepTimer(pl.Callback):
-    """Starts the clock as step ``warmup`` begins and stops it when training ends."""
+    """Marks the start of every step from ``warmup`` on, and the end of training."""
 
     def __init__(self, warmup: int, device: str):
         self.warmup, self.device = warmup, device
-        self.start = self.end = None
+        self.marks = []
+
+    def _mark(self):
+        sync(self.device)
+        self.marks.append(time.perf_counter())
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.warmup and self.start is None:
-            sync(self.device)
-            self.start = time.perf_counter()
+        if trainer.global_step >= self.warmup:
+            self._mark()
 
     def on_train_end(self, trainer, module):
-        sync(self.device)
-        self.end = time.perf_counter()
+        self._mark()
 
 
-def run_lmlab(make_module, batches, warmup, device, precision) -> tuple[float, TranslationModule]:
-    """Seconds for the steps after ``warmup`` (and the trained module) through
+def run_lmlab(make_module, batches, warmup, device, precision) -> tuple[list[float], TranslationModule]:
+    """Seconds of each step after ``warmup`` (and the trained module) through
     ``Trainer.fit(TranslationModule)``."""
     module, clip = make_module()
     timer = StepTimer(warmup, device)
@@ -179,7 +186,7 @@ def run_lmlab(make_module, batches, warmup, device, precision) -> tuple[float, T
     trainer.fit(module, train_dataloaders=loader)
     if trainer.global_step != len(batches):
         raise RuntimeError(f"Lightning took {trainer.global_step} steps, expected {len(batches)}")
-    return timer.end - timer.start, module
+    return list(np.diff(timer.marks)), module
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -228,27 +235,36 @@ def rss_mb() -> float | None:
 
 
 def measure(path_fn, preset, batches, args) -> dict:
+    """One run of one path: its step times and memory."""
     if args.device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    seconds, _ = path_fn(lambda: new_module(preset, args.vocab, args.seed), batches, args.warmup,
-                         args.device, args.precision)
-    timed = batches[args.warmup:]
+    steps, _ = path_fn(lambda: new_module(preset, args.vocab, args.seed), batches, args.warmup,
+                       args.device, args.precision)
     memory = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else rss_mb()
-    return {"seconds": seconds, "tokens_per_s": sum(map(count_tokens, timed)) / seconds,
-            "ms_per_step": 1000 * seconds / len(timed), "mem_mb": memory}
+    return {"steps": steps, "mem_mb": memory}
+
+
+def figures_of(runs: list[dict], tokens_per_step: float) -> dict:
+    """A path's figures over all its runs: median step time, tokens/s from it, and the highest
+    memory of any run."""
+    steps = [t for r in runs for t in r["steps"]]
+    median, mean = float(np.median(steps)), float(np.mean(steps))
+    memories = [r["mem_mb"] for r in runs if r["mem_mb"] is not None]
+    return {"tokens_per_s": tokens_per_step / median, "ms_per_step": 1000 * median,
+            "mean_tokens_per_s": tokens_per_step / mean, "mem_mb": max(memories) if memories else None}
 
 
 def bench_preset(preset: str, args) -> dict:
     decoder_only = build_config(compose([f"model={preset}"])).model.arch == "decoder-only"
     batches = make_batches(args.warmup + args.steps, args.batch_size, args.seq_len, args.vocab, args.seed,
                            decoder_only)
-    best = {"bare": None, "lmlab": None}
+    tokens_per_step = float(np.mean([count_tokens(b) for b in batches[args.warmup:]]))
+    runs = {"bare": [], "lmlab": []}
     for _ in range(args.repeats):  # alternate, so slow phases of a shared machine hit both paths
         for name, fn in (("bare", run_bare), ("lmlab", run_lmlab)):
-            r = measure(fn, preset, batches, args)
-            if best[name] is None or r["tokens_per_s"] > best[name]["tokens_per_s"]:
-                best[name] = r
+            runs[name].append(measure(fn, preset, batches, args))
+    best = {name: figures_of(r, tokens_per_step) for name, r in runs.items()}
     figures = {name: dict(r) for name, r in best.items()}
     model = new_module(preset, args.vocab, args.seed)[0].model
     figures["n_parameters"] = model.num_parameters()
@@ -267,7 +283,7 @@ def print_table(preset: str, fig: dict, args) -> None:
     shape = f"{args.seq_len}" if fig["decoder_only"] else f"{args.seq_len}+{args.seq_len}"
     print(f"\n{preset}: {fig['n_parameters'] / 1e6:.2f}M params, batch {args.batch_size} × "
           f"{shape} tokens, {args.steps} timed steps after {args.warmup}, "
-          f"best of {args.repeats}, {args.device} ({args.precision}, {torch.get_num_threads()} threads)")
+          f"median step of {args.repeats} runs each, {args.device} ({args.precision}, {torch.get_num_threads()} threads)")
     header = f"  {'path':<6} {'tokens/s':>12} {'ms/step':>10} {mem_label:>15}"
     if args.device == "cuda":
         header += f" {'MFU':>7}"
@@ -279,14 +295,16 @@ def print_table(preset: str, fig: dict, args) -> None:
         if args.device == "cuda":
             line += f" {100 * r['mfu']:>6.1f}%"
         print(line)
-    print(f"  lmlab ÷ bare tokens/s: {fig['lmlab']['tokens_per_s'] / fig['bare']['tokens_per_s']:.3f}")
+    print(f"  lmlab ÷ bare tokens/s: {fig['lmlab']['tokens_per_s'] / fig['bare']['tokens_per_s']:.3f} "
+          f"(from mean step times: {fig['lmlab']['mean_tokens_per_s'] / fig['bare']['mean_tokens_per_s']:.3f})")
     if args.device == "cuda":
         print(f"  model FLOPs/step {fig['flops_per_step'] / 1e9:.2f} G, peak {args.peak_tflops} TFLOP/s")
 
 
 def summary(results: dict, args) -> dict:
     """The flat JSON record: ``<preset>_<figure>`` for lmlab, ``<preset>_bare_<figure>`` for the
-    baseline, ``<preset>_ratio`` = lmlab ÷ bare tokens/s."""
+    baseline, ``<preset>_ratio`` = lmlab ÷ bare tokens/s (median steps), ``<preset>_mean_ratio`` the
+    same from mean step times."""
     out = {"device": args.device, "precision": args.precision, "threads": torch.get_num_threads(),
            "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
            "warmup": args.warmup, "vocab": args.vocab}
@@ -300,6 +318,8 @@ def summary(results: dict, args) -> dict:
             if "mfu" in r:
                 out[f"{prefix}_mfu"] = round(r["mfu"], 4)
         out[f"{preset}_ratio"] = round(fig["lmlab"]["tokens_per_s"] / fig["bare"]["tokens_per_s"], 4)
+        # the same from mean step times: every slow phase of the machine included
+        out[f"{preset}_mean_ratio"] = round(fig["lmlab"]["mean_tokens_per_s"] / fig["bare"]["mean_tokens_per_s"], 4)
     return out
 
 
@@ -321,7 +341,7 @@ def parse_args(argv):
                         help="default: cuda when available, else cpu")
     parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None,
                         help="default: as conf/trainer — 32-true on cpu, bf16-mixed on cuda")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per path, best kept (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per path (default 3)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="peak dense bf16 TFLOP/s for MFU (default 989, H100 SXM)")
     parser.add_argument("--seed", type=int, default=1234)

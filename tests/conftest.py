@@ -52,3 +52,18 @@ def tiny_overrides():
         "decoding.max_new_tokens=20",
         "logger=none",
     ]
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, tiny_overrides):
+    """The tiny config's corpus, downloaded and tokenized once: ``<root>/raw``, ``<root>/prepared``."""
+    from lmlab.config import build_config, compose
+    from lmlab.encoding import prepare
+    from lmlab.rawdata import download
+
+    root = tmp_path_factory.mktemp("prepared")
+    cfg = build_config(compose(tiny_overrides))
+    download(cfg, root / "raw")
+    stats = prepare(cfg, root / "raw", root / "prepared")
+    assert stats["train"]["pairs"] == 400 and stats["test"]["pairs"] == 24
+    return root

@@ -24,8 +24,10 @@ def test_bare_loop_and_lightning_reach_identical_weights(preset, layers):
     batches = tt.make_batches(6, batch_size=4, seq_len=6, vocab=300, seed=0,
                               decoder_only=preset.startswith("gpt"))
     make = lambda: tt.new_module(preset, 300, 0, SMALL + [layers])  # noqa: E731
-    _, bare = tt.run_bare(make, batches, 2, "cpu", "32-true")
-    _, lmlab = tt.run_lmlab(make, batches, 2, "cpu", "32-true")
+    bare_steps, bare = tt.run_bare(make, batches, 2, "cpu", "32-true")
+    lmlab_steps, lmlab = tt.run_lmlab(make, batches, 2, "cpu", "32-true")
+    # one time per step after the 2 warm-up steps, each from a step's start to the next's
+    assert len(bare_steps) == len(lmlab_steps) == 4 and min(bare_steps + lmlab_steps) > 0
     start = make()[0]
     for p_bare, p_lmlab, p0 in zip(bare.model.parameters(), lmlab.model.parameters(),
                                    start.model.parameters()):

@@ -6,21 +6,9 @@ import torch
 from conftest import child_env
 
 from lmlab.config import build_config, compose
-from lmlab.encoding import prepare
-from lmlab.rawdata import download
 from lmlab.tracking import log_evaluation
 from lmlab.training import (average_state_dicts, fingerprint, load_model, lr_lambda, resume_plan,
                             snapshot_files, train)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_overrides):
-    root = tmp_path_factory.mktemp("prepared")
-    cfg = build_config(compose(tiny_overrides))
-    download(cfg, root / "raw")
-    stats = prepare(cfg, root / "raw", root / "prepared")
-    assert stats["train"]["pairs"] == 400 and stats["test"]["pairs"] == 24
-    return root
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -1,0 +1,81 @@
+"""The GPU path: bf16-mixed training, the fused AdamW kernel, torch.compile, FSDP and the MFU figure
+of the throughput bench. Every test here needs CUDA and is skipped cleanly without it (conftest)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import child_env
+
+from lmlab.config import build_config, compose
+from lmlab.training import TranslationModule, load_model, model_config, train
+
+pytestmark = pytest.mark.gpu
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gpu_cfg(tiny_overrides, *extra):
+    return build_config(compose(tiny_overrides + ["trainer=gpu", "trainer.batch_size=32",
+                                                  "trainer.max_steps=30", "trainer.val_check_interval=15",
+                                                  "trainer.num_workers=0", *extra]))
+
+
+def test_gpu_preset_trains_in_bf16_mixed_and_learns(prepared, tiny_overrides, tmp_path):
+    cfg = _gpu_cfg(tiny_overrides, "trainer.lr=3e-3")
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "gpu"
+    summary = train(cfg, prepared / "prepared", tmp_path / "model", tmp_path / "curves")
+    assert summary["global_step"] == 30
+    losses = [float(r.split("\t")[1]) for r in (tmp_path / "curves/train_loss.tsv").read_text().splitlines()[1:]]
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0] - 0.5
+    model, _, _ = load_model(tmp_path / "model/model.pt")  # fp32 weights, loadable on the CPU
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+
+
+def test_fused_adamw_on_cuda_only():
+    cfg = build_config(compose(["model=tiny", "trainer=gpu"]))
+    tc = cfg.trainer.__dict__ | {"betas": list(cfg.trainer.betas)}
+    module = TranslationModule(model_config(cfg, 300).__dict__, tc).cuda()
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is True
+    off = TranslationModule(model_config(cfg, 300).__dict__, tc | {"fused_adamw": False}).cuda()
+    assert not off.configure_optimizers()["optimizer"].defaults["fused"]
+
+
+def test_compiled_training_exports_the_plain_models_keys(prepared, tiny_overrides, tmp_path):
+    cfg = _gpu_cfg(tiny_overrides, "trainer.compile=true", "trainer.max_steps=10",
+                   "trainer.val_check_interval=10")
+    summary = train(cfg, prepared / "prepared", tmp_path / "model", tmp_path / "curves")
+    assert summary["global_step"] == 10
+    model, _, payload = load_model(tmp_path / "model/model.pt")
+    assert not any("_orig_mod" in k for k in payload["state_dict"])
+
+
+def test_throughput_bench_reports_mfu():
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench/train_throughput.py")
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+    record = tt.main(["--presets", "gpt-tiny,tiny", "--steps", "5", "--warmup", "2", "--repeats", "1",
+                      "--device", "cuda"])
+    assert record["precision"] == "bf16-mixed"
+    for preset in ("gpt-tiny", "tiny"):
+        assert 0 < record[f"{preset}_mfu"] < 1 and record[f"{preset}_ratio"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs two GPUs")
+def test_fsdp_on_two_gpus_through_the_train_script(prepared, tiny_overrides, tmp_path):
+    import subprocess
+
+    cmd = [sys.executable, str(ROOT / "src/train.py"), "--prepared-dir", str(prepared / "prepared"),
+           "--out-dir", str(tmp_path / "run"), *tiny_overrides, "trainer=fsdp", "trainer.devices=2",
+           "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.batch_size=32",
+           "trainer.num_workers=0"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=child_env(PYTHONPATH=str(ROOT / "src")),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run/run.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 6
+    model, _, _ = load_model(tmp_path / "run/model.pt")  # full (unsharded) weights
+    assert model.num_parameters() == summary["n_parameters"]
