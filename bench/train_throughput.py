@@ -264,8 +264,7 @@ def bench_preset(preset: str, args) -> dict:
     for _ in range(args.repeats):  # alternate, so slow phases of a shared machine hit both paths
         for name, fn in (("bare", run_bare), ("lmlab", run_lmlab)):
             runs[name].append(measure(fn, preset, batches, args))
-    best = {name: figures_of(r, tokens_per_step) for name, r in runs.items()}
-    figures = {name: dict(r) for name, r in best.items()}
+    figures = {name: figures_of(r, tokens_per_step) for name, r in runs.items()}
     model = new_module(preset, args.vocab, args.seed)[0].model
     figures["n_parameters"] = model.num_parameters()
     figures["decoder_only"] = decoder_only
@@ -273,7 +272,7 @@ def bench_preset(preset: str, args) -> dict:
         flops = flops_per_step(model, args.batch_size, args.seq_len, args.seq_len)  # (dec-only: one sequence)
         figures["flops_per_step"] = flops
         for name in ("bare", "lmlab"):
-            achieved = flops / (best[name]["ms_per_step"] / 1000)
+            achieved = flops / (figures[name]["ms_per_step"] / 1000)
             figures[name]["mfu"] = achieved / (args.peak_tflops * 1e12)
     return figures
 
