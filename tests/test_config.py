@@ -58,6 +58,7 @@ def test_transformer_base_and_big_dimensions():
     (["model.n_embd=128", "model.n_head=7"], "model.n_embd=128 is not divisible by model.n_head=7"),
     (["decoding=beam", "decoding.beam_size=0"], "decoding.beam_size=0 must be >= 1"),
     (["decoding.beam_size=4"], "decoding.beam_size=4 needs decoding.strategy=beam"),
+    (["decoding=beam", "decoding.top_p=0.9"], "decoding.top_p=0.9 needs decoding.strategy=sample"),
     (["trainer.lr=-1"], "trainer.lr=-1.0 must be > 0"),
     (["+model.n_layers=4"], "unknown config key model.n_layers (did you mean model.n_encoder_layer?)"),
     (["trainer.max_steps=many"], "trainer.max_steps='many' must be of type int"),

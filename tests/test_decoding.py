@@ -2,6 +2,7 @@
 the real Transformer (cache parity with the full forward pass, batched == one at a time)."""
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lmlab.decoding import BeamSearch, Greedy, build_policy, generate  # noqa: E402
+from lmlab.config import ConfigError, DecodingConfig  # noqa: E402
+from lmlab.decoding import (BeamSearch, Greedy, NoRepeatNgram, RepetitionPenalty, Sampling,  # noqa: E402
+                            build_policy, generate, truncate)
 from lmlab.model import ModelConfig, Transformer  # noqa: E402
 
 PAD, BOS, EOS = 0, 1, 2
@@ -196,20 +199,113 @@ def test_nbest_lists_are_sorted_and_consistent():
                 assert len(h.token_logprobs) == length and EOS not in h.tokens
 
 
-def test_build_policy_names_the_bad_key():
-    assert isinstance(build_policy("greedy"), Greedy)
-    beam = build_policy("beam", beam_size=4, length_penalty=0.6, n_best=2)
-    assert (beam.beam_size, beam.length_penalty, beam.n_best) == (4, 0.6, 2)
-    for name, kw, msg in [("beam", {"beam_size": 0}, "decoding.beam_size=0 must be"),
-                          ("beam", {"beam_size": 2, "n_best": 3}, "decoding.n_best=3 must be between 1 and"),
-                          ("beam", {"length_penalty": float("nan")}, "decoding.length_penalty=nan"),
-                          ("greedy", {"beam_size": 4}, "decoding.beam_size=4 needs decoding.strategy=beam"),
-                          ("sample", {}, "decoding.strategy='sample'"),
-                          ("beam", {"beam": 4}, "decoding.beam is not a setting")]:
-        with pytest.raises(ValueError, match=msg):
-            build_policy(name, **kw)
+def test_build_policy_follows_the_checked_config():
+    greedy, procs = build_policy(DecodingConfig())
+    assert isinstance(greedy, Greedy) and procs == []
+    beam, _ = build_policy(DecodingConfig(strategy="beam", beam_size=4, length_penalty=0.6, n_best=2,
+                                          early_stopping="never"))
+    assert (beam.beam_size, beam.length_penalty, beam.n_best, beam.early_stopping) == (4, 0.6, 2, "never")
+    sample, procs = build_policy(DecodingConfig(strategy="sample", top_p=0.9, temperature=0.7,
+                                                repetition_penalty=1.2, no_repeat_ngram_size=3), seed=7)
+    assert (sample.top_p, sample.temperature, sample.seed) == (0.9, 0.7, 7)
+    assert [type(p).__name__ for p in procs] == ["RepetitionPenalty", "NoRepeatNgram"]
+    assert build_policy(DecodingConfig(strategy="sample", seed=3), seed=7)[0].seed == 3
+    for kw, msg in [({"strategy": "beam", "beam_size": 0}, "decoding.beam_size=0 must be"),
+                    ({"strategy": "beam", "beam_size": 2, "n_best": 3}, "decoding.n_best=3 must be between 1 and"),
+                    ({"length_penalty": float("nan")}, "decoding.length_penalty=nan"),
+                    ({"beam_size": 4}, "decoding.beam_size=4 needs decoding.strategy=beam"),
+                    ({"strategy": "sample", "beam_size": 4}, "decoding.beam_size=4 needs decoding.strategy=beam"),
+                    ({"top_p": 0.9}, "decoding.top_p=0.9 needs decoding.strategy=sample"),
+                    ({"strategy": "beam", "beam_size": 4, "temperature": 0.5},
+                     "decoding.temperature=0.5 needs decoding.strategy=sample"),
+                    ({"strategy": "sample", "top_p": 0.0}, "decoding.top_p=0.0 must be in (0, 1]"),
+                    ({"strategy": "sample", "min_p": 1.0}, "decoding.min_p=1.0 must be in [0, 1)"),
+                    ({"strategy": "sample", "temperature": 0.0}, "decoding.temperature=0.0 must be > 0"),
+                    ({"strategy": "sample", "top_k": -1}, "decoding.top_k=-1 must be >= 0"),
+                    ({"repetition_penalty": 0.0}, "decoding.repetition_penalty=0.0 must be > 0"),
+                    ({"no_repeat_ngram_size": -2}, "decoding.no_repeat_ngram_size=-2 must be >= 0"),
+                    ({"min_new_tokens": 65}, "decoding.min_new_tokens=65 must be between 0 and decoding.max_new_tokens=64"),
+                    ({"early_stopping": "yes"}, "decoding.early_stopping='yes' must be one of fairseq, never"),
+                    ({"strategy": "sampling"}, "decoding.strategy='sampling' must be one of greedy, beam, sample")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            build_policy(DecodingConfig(**kw))
     with pytest.raises(ValueError, match="decoding.max_new_tokens=0"):
         run(Greedy(), 10, max_new_tokens=0)
+
+
+# ---------------------------------------------------------------- sampling and processors
+
+def test_truncation_keeps_exactly_the_documented_sets():
+    logits = torch.tensor([[.5, .3, .15, .05]]).log()
+    kept = lambda **kw: truncate(logits, **kw).isfinite()[0].nonzero().flatten().tolist()  # noqa: E731
+    assert kept(top_k=2) == [0, 1] and kept(top_k=0) == [0, 1, 2, 3] and kept(top_k=9) == [0, 1, 2, 3]
+    assert kept(top_p=0.5) == [0]        # the first token alone reaches 0.5
+    assert kept(top_p=0.79) == [0, 1]    # 0.5 + 0.3 reaches 0.79
+    assert kept(top_p=0.81) == [0, 1, 2]
+    assert kept(top_p=1e-9) == [0]       # never empty: the most likely token always stays
+    assert kept(min_p=0.3) == [0, 1, 2]  # p >= 0.3 x 0.5
+    assert kept(min_p=0.61) == [0]
+    assert kept(top_k=3, top_p=0.9, min_p=0.35) == [0, 1]  # in turn: top-k, top-p, then min-p
+    shuffled = logits[:, [2, 0, 3, 1]]   # sets follow the tokens, not the positions
+    assert truncate(shuffled, top_p=0.79).isfinite()[0].tolist() == [False, True, False, True]
+
+
+def test_top_k_one_and_a_tiny_nucleus_are_greedy():
+    want = [summary(n) for n in run(Greedy(), 10, 11, 12)]
+    for policy in (Sampling(top_k=1, seed=5), Sampling(top_p=1e-6, seed=5), Sampling(min_p=0.99, seed=5)):
+        assert [summary(n) for n in run(policy, 10, 11, 12)] == want
+
+
+def test_sampling_draws_from_the_tempered_distribution_and_scores_with_the_model():
+    n = 4000
+    for temperature, p_a in ((1.0, 0.6), (0.5, 0.36 / 0.52)):  # p^(1/T), renormalised
+        out = run(Sampling(temperature=temperature, seed=0), *([10] * n), max_new_tokens=1)
+        share = sum(h[0].tokens == [a] for h in out) / n
+        assert share == pytest.approx(p_a, abs=0.025)  # 3+ standard errors
+    for [h] in run(Sampling(seed=1), *([11] * 50)):  # score: the table's log-probs of the draws
+        table, prefix, want = TABLES[11], (), 0.0
+        for tok in h.tokens + ([EOS] if h.finished else []):
+            want += log(table[prefix][tok])
+            prefix += (tok,)
+        assert h.logprob == pytest.approx(want) and sum(h.token_logprobs) == pytest.approx(want)
+
+
+def test_fixed_seed_sampling_is_reproducible():
+    keys = [10, 11] * 40
+    first = [summary(n) for n in run(Sampling(top_p=0.95, seed=3), *keys)]
+    assert first == [summary(n) for n in run(Sampling(top_p=0.95, seed=3), *keys)]
+    assert first != [summary(n) for n in run(Sampling(top_p=0.95, seed=4), *keys)]
+
+
+def test_repetition_penalty_and_no_repeat_ngram():
+    # LONG after "a": a 0.7 vs EOS 0.3. Penalty 2: 2 log .7 = -0.71 > log .3, a again; 4: -1.43, EOS
+    [[h]] = run(Greedy(), 11, processors=[RepetitionPenalty(2.0)])
+    assert h.tokens[:2] == [a, a]
+    [[h]] = run(Greedy(), 11, processors=[RepetitionPenalty(4.0)])
+    assert (h.tokens, h.finished) == ([a], True) and h.logprob == pytest.approx(log(.5) + log(.3))
+    [[h]] = run(Greedy(), 11, processors=[NoRepeatNgram(1)])  # a may not come twice
+    assert h.tokens == [a] and h.logprob == pytest.approx(log(.5) + log(.3))
+    [[h]] = run(Greedy(), 11, processors=[NoRepeatNgram(2)])  # "a a" once, then no second "a a"
+    assert h.tokens == [a, a] and h.logprob == pytest.approx(log(.5) + log(.7) + log(.2))
+    hist = torch.tensor([[a, b, a, c, a]])
+    banned = NoRepeatNgram(2)(torch.zeros(1, V), hist)[0].isinf().nonzero().flatten().tolist()
+    assert banned == [b, c]  # "a b" and "a c" were seen, and the last token is "a"
+    assert not NoRepeatNgram(3)(torch.zeros(1, V), hist).isinf().any()  # no trigram starts "c a"
+    hist = torch.tensor([[a, b, c, a, b]])
+    assert NoRepeatNgram(3)(torch.zeros(1, V), hist)[0].isinf().nonzero().flatten().tolist() == [c]
+
+
+LATE = {(): {EOS: .5, a: .5}, (a,): {EOS: .4, a: .6}, (a, a): {EOS: 1.0}}
+TABLES[13] = LATE
+
+
+def test_early_stopping_never_waits_for_a_better_late_finisher():
+    # beam 2, per-token average: "" (-0.693) and "a" (-0.805) finish by step 1, where fairseq stops;
+    # the live "a a" can still reach -1.204 / 3 = -0.401, and does
+    [fair] = run(BeamSearch(2, length_penalty=1.0, n_best=2), 13)
+    assert [(h.tokens, round(h.score, 4)) for h in fair] == [([], -0.6931), ([a], -0.8047)]
+    [never] = run(BeamSearch(2, length_penalty=1.0, n_best=2, early_stopping="never"), 13)
+    assert [(h.tokens, round(h.score, 4)) for h in never] == [([a, a], -0.4013), ([], -0.6931)]
 
 
 # ---------------------------------------------------------------- the real Transformer
@@ -260,10 +356,15 @@ def test_cached_steps_match_the_full_forward_pass(tiny):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("policy", [Greedy(), BeamSearch(3, length_penalty=1.0, n_best=3)])
-def test_real_model_batched_equals_one_at_a_time(tiny, policy):
+@pytest.mark.parametrize("policy, processors", [
+    (Greedy(), []),
+    (BeamSearch(3, length_penalty=1.0, n_best=3), []),
+    (BeamSearch(3, length_penalty=1.0, n_best=3, early_stopping="never"), []),
+    (BeamSearch(2, length_penalty=0.6, n_best=2), [RepetitionPenalty(1.5), NoRepeatNgram(2)]),
+], ids=["greedy", "beam3", "beam3-never", "beam2-processors"])
+def test_real_model_batched_equals_one_at_a_time(tiny, policy, processors):
     model, src, src_pad = tiny
-    kw = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=12)
+    kw = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=12, processors=processors)
     together = generate(model, src, src_pad, policy, **kw)
     for i in range(src.size(0)):
         n = int((~src_pad[i]).sum())
@@ -285,3 +386,11 @@ def test_real_model_beam_one_is_greedy_and_beam_is_no_worse(tiny):
     for g, bm in zip(greedy, beam4):
         if g[0].finished and bm[0].finished:
             assert bm[0].score >= g[0].score - 1e-6
+
+
+def test_real_model_top_k_one_sampling_is_greedy(tiny):
+    model, src, src_pad = tiny
+    kw = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new_tokens=12)
+    greedy = generate(model, src, src_pad, Greedy(), **kw)
+    sampled = generate(model, src, src_pad, Sampling(top_k=1, temperature=0.7, seed=11), **kw)
+    assert [summary(n) for n in sampled] == [summary(n) for n in greedy]

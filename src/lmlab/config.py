@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -155,25 +156,63 @@ class TrainerConfig:
                  "must be > 0")
 
 
+DECODING_STRATEGIES = ("greedy", "beam", "sample")
+EARLY_STOPPING = ("fairseq", "never")
+_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+
+
 @dataclass(frozen=True)
 class DecodingConfig:
+    """How to decode; every key is documented in conf/decoding/*.yaml. ``check`` is the one place
+    that decides which values and combinations are valid (``decoding.build_policy`` trusts it)."""
+
     strategy: str = "greedy"
     beam_size: int = 1
     length_penalty: float = 1.0
     n_best: int = 1
+    early_stopping: str = "fairseq"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    min_new_tokens: int = 0
     max_new_tokens: int = 64
     batch_size: int = 64
+    seed: int | None = None
 
     def check(self) -> None:
-        _require(self.strategy in ("greedy", "beam"), "decoding.strategy", self.strategy,
-                 "must be 'greedy' or 'beam'")
+        _require(self.strategy in DECODING_STRATEGIES, "decoding.strategy", self.strategy,
+                 f"must be one of {', '.join(DECODING_STRATEGIES)}")
         _require(self.beam_size >= 1, "decoding.beam_size", self.beam_size, "must be >= 1")
-        if self.strategy == "greedy" and self.beam_size != 1:
+        if self.strategy != "beam" and self.beam_size != 1:
             raise ConfigError(f"decoding.beam_size={self.beam_size} needs decoding.strategy=beam "
-                              "(greedy keeps one hypothesis)")
+                              f"({self.strategy} keeps one hypothesis)")
         _require(1 <= self.n_best <= self.beam_size, "decoding.n_best", self.n_best,
                  f"must be between 1 and decoding.beam_size={self.beam_size}")
+        _require(math.isfinite(self.length_penalty), "decoding.length_penalty", self.length_penalty,
+                 "must be a finite number")
+        _require(self.early_stopping in EARLY_STOPPING, "decoding.early_stopping", self.early_stopping,
+                 f"must be one of {', '.join(EARLY_STOPPING)}")
+        if self.strategy != "sample":
+            for key, default in _SAMPLING_DEFAULTS.items():
+                if getattr(self, key) != default:
+                    raise ConfigError(f"decoding.{key}={getattr(self, key)!r} needs decoding.strategy="
+                                      f"sample ({self.strategy} never samples; decoding=sample, "
+                                      "topk, topp or minp)")
+        _require(self.temperature > 0 and math.isfinite(self.temperature), "decoding.temperature",
+                 self.temperature, "must be > 0 (greedy is decoding=greedy)")
+        _require(self.top_k >= 0, "decoding.top_k", self.top_k, "must be >= 0 (0 keeps every token)")
+        _require(0 < self.top_p <= 1, "decoding.top_p", self.top_p, "must be in (0, 1] (1 keeps every token)")
+        _require(0 <= self.min_p < 1, "decoding.min_p", self.min_p, "must be in [0, 1) (0 keeps every token)")
+        _require(self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
+                 "decoding.repetition_penalty", self.repetition_penalty, "must be > 0 (1 turns it off)")
+        _require(self.no_repeat_ngram_size >= 0, "decoding.no_repeat_ngram_size",
+                 self.no_repeat_ngram_size, "must be >= 0 (0 turns it off)")
         _require(self.max_new_tokens >= 1, "decoding.max_new_tokens", self.max_new_tokens, "must be >= 1")
+        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "decoding.min_new_tokens",
+                 self.min_new_tokens, f"must be between 0 and decoding.max_new_tokens={self.max_new_tokens}")
         _require(self.batch_size >= 1, "decoding.batch_size", self.batch_size, "must be >= 1")
 
 

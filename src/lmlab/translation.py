@@ -15,22 +15,13 @@ from .rawdata import raw_path, read_lines
 from .tokenization import BOS, EOS, PAD, decode
 
 
-def decode_policy(cfg: Config):
-    from .decoding import build_policy
-
-    d = cfg.decoding
-    if d.strategy == "greedy":
-        return build_policy("greedy")
-    return build_policy("beam", beam_size=d.beam_size, length_penalty=d.length_penalty, n_best=d.n_best)
-
-
 def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress: bool = True) -> list[dict]:
     """Decode token-id sources in batches of similar length; results come back in input order."""
     from .batching import pad_batch
-    from .decoding import generate
+    from .decoding import build_policy, generate
 
     d = cfg.decoding
-    policy = decode_policy(cfg)
+    policy, processors = build_policy(d, seed=cfg.seed)
     decoder_only = model.cfg.arch == "decoder-only"
     # a decoder-only model holds prompt and continuation in max_len positions, as in training
     max_src = model.cfg.max_len // 2 if decoder_only else model.cfg.max_len
@@ -44,7 +35,8 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
             src, src_pad = pad_batch([list(sources[i][: max_src - 1]) + [EOS] for i in idx])
             n_new = min(max_new, model.cfg.max_len - src.size(1)) if decoder_only else max_new
             nbest_lists = generate(model, src, src_pad, policy, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-                                   max_new_tokens=n_new)
+                                   max_new_tokens=n_new, min_new_tokens=min(d.min_new_tokens, n_new),
+                                   processors=processors)
             for i, nbest in zip(idx, nbest_lists):
                 best = nbest[0]
                 results[i] = {

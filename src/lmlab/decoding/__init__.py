@@ -1,34 +1,30 @@
-"""Decoding: the loop (``generate``) and the search policies it runs.
+"""Decoding: the loop (``generate``), the search policies it runs and the processors it applies.
 
-    policy = build_policy("beam", beam_size=4, length_penalty=1.0, n_best=1)
+    cfg = build_config(compose(["decoding=beam"]))       # validated decoding.* settings
+    policy, processors = build_policy(cfg.decoding, seed=cfg.seed)
     nbest_lists = generate(model, src, src_pad, policy, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-                           max_new_tokens=64)
+                           max_new_tokens=64, processors=processors)
 """
 
 from __future__ import annotations
 
 from .loop import Hypothesis, generate, normalised
-from .search import BeamSearch, Greedy
+from .processors import NoRepeatNgram, RepetitionPenalty, build_processors
+from .search import BeamSearch, Greedy, Sampling, truncate
 
-__all__ = ["BeamSearch", "Greedy", "Hypothesis", "build_policy", "generate", "normalised"]
-
-_SETTINGS = {"greedy": ("beam_size", "length_penalty", "n_best"),
-             "beam": ("beam_size", "length_penalty", "n_best")}
+__all__ = ["BeamSearch", "Greedy", "Hypothesis", "NoRepeatNgram", "RepetitionPenalty", "Sampling",
+           "build_policy", "build_processors", "generate", "normalised", "truncate"]
 
 
-def build_policy(name: str, **kwargs) -> BeamSearch:
-    """``"greedy"`` or ``"beam"`` with ``decoding.*`` settings; bad values raise ``ValueError``
-    naming the key, e.g. ``decoding.beam_size=0 must be an integer >= 1``."""
-    if name not in _SETTINGS:
-        raise ValueError(f"decoding.strategy={name!r} must be one of {sorted(_SETTINGS)}")
-    unknown = sorted(set(kwargs) - set(_SETTINGS[name]))
-    if unknown:
-        raise ValueError(f"decoding.{unknown[0]} is not a setting of decoding.strategy={name!r} "
-                         f"(settings: {', '.join(_SETTINGS[name])})")
-    if name == "greedy":
-        for key in ("beam_size", "n_best"):
-            if kwargs.get(key, 1) != 1:
-                raise ValueError(f"decoding.{key}={kwargs[key]!r} needs decoding.strategy=beam "
-                                 "(greedy keeps one hypothesis)")
-        return Greedy(length_penalty=kwargs.get("length_penalty", 1.0))
-    return BeamSearch(**kwargs)
+def build_policy(d, seed: int = 0):
+    """(policy, processors) for a ``DecodingConfig`` ``d``; ``d.check()`` runs first, so a bad key
+    or combination raises ``ConfigError`` naming it. Sampling draws from ``d.seed``, else ``seed``."""
+    d.check()
+    if d.strategy == "greedy":
+        policy = Greedy(length_penalty=d.length_penalty)
+    elif d.strategy == "beam":
+        policy = BeamSearch(d.beam_size, d.length_penalty, d.n_best, d.early_stopping)
+    else:
+        policy = Sampling(d.temperature, d.top_k, d.top_p, d.min_p,
+                          seed=d.seed if d.seed is not None else seed, length_penalty=d.length_penalty)
+    return policy, build_processors(d.repetition_penalty, d.no_repeat_ngram_size)

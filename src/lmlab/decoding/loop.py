@@ -10,6 +10,7 @@ follows the surviving beams and drops the finished examples.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,14 +32,21 @@ def normalised(logprob: float, length: int, length_penalty: float) -> float:
 
 
 def generate(model, src: torch.Tensor, src_pad: torch.Tensor, policy, *, bos_id: int, eos_id: int,
-             pad_id: int, max_new_tokens: int, min_new_tokens: int = 0) -> list[list[Hypothesis]]:
+             pad_id: int, max_new_tokens: int, min_new_tokens: int = 0,
+             processors: Sequence[Callable] = ()) -> list[list[Hypothesis]]:
     """Decode a batch of sources; returns one n-best list per example, in input order, best first.
 
     ``src`` (B, S) and ``src_pad`` (B, S, True at padding) as for ``model.encode``; the model should
     be in eval mode. At most ``max_new_tokens`` tokens are generated, EOS included; a beam still
     open then becomes a hypothesis with ``finished=False``, scored like the others. EOS is
-    forbidden before ``min_new_tokens`` tokens, PAD always. A list holds ``policy.n_best``
+    forbidden before ``min_new_tokens`` tokens, PAD always. ``processors`` (``processors.py``)
+    rewrite each step's log-probs from the tokens generated so far. A list holds ``policy.n_best``
     hypotheses, fewer only if the model gave every other continuation probability zero.
+
+    Stopping (``policy.early_stopping``): ``"fairseq"`` ends an example as soon as it has
+    ``beam_size`` finished hypotheses; ``"never"`` goes on while a live beam could still beat the
+    worst of them, bounding its best reachable score as Hugging Face's ``early_stopping="never"``
+    does (exact search within the beam, at the price of more steps).
     """
     if max_new_tokens < 1:
         raise ValueError(f"decoding.max_new_tokens={max_new_tokens!r} must be >= 1")
@@ -46,11 +54,13 @@ def generate(model, src: torch.Tensor, src_pad: torch.Tensor, policy, *, bos_id:
         raise ValueError(f"decoding.min_new_tokens={min_new_tokens!r} must be >= 0")
     with torch.inference_mode():
         return _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_tokens,
-                         min_new_tokens)
+                         min_new_tokens, list(processors))
 
 
-def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_tokens, min_new_tokens):
+def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_tokens, min_new_tokens,
+              processors):
     B, beam, lp = src.size(0), policy.beam_size, policy.length_penalty
+    exhaustive = getattr(policy, "early_stopping", "fairseq") == "never"
     device = src.device
     hyps: list[list[Hypothesis]] = [[] for _ in range(B)]
     n_finished = torch.zeros(B, dtype=torch.long, device=device)
@@ -74,6 +84,8 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
         lprobs[:, pad_id] = -math.inf
         if step < min_new_tokens:
             lprobs[:, eos_id] = -math.inf
+        for process in processors:
+            lprobs = process(lprobs, tokens)
         V = lprobs.size(-1)
         cand_scores, cand_tokens, cand_beams = policy.step(
             step, lprobs.view(A, rows_per_ex, V).expand(A, beam, V), scores)  # (A, K)
@@ -90,12 +102,16 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
         if finishing.any():
             for a, k in finishing.nonzero().tolist():  # row-major: best candidate first per example
                 ex = int(active[a])
-                if len(hyps[ex]) >= beam:
-                    continue
-                row = int(cand_rows[a, k])
                 logprob = float(cand_scores[a, k])
+                row = int(cand_rows[a, k])
                 seq = tokens[row].tolist()
-                hyps[ex].append(Hypothesis(seq, normalised(logprob, len(seq) + 1, lp), logprob,
+                score = normalised(logprob, len(seq) + 1, lp)
+                if len(hyps[ex]) >= beam:
+                    worst = min(range(beam), key=lambda i: hyps[ex][i].score)
+                    if not exhaustive or score <= hyps[ex][worst].score:
+                        continue
+                    del hyps[ex][worst]  # "never": a better late finisher replaces the worst
+                hyps[ex].append(Hypothesis(seq, score, logprob,
                                            token_lps[row].tolist() + [float(cand_lps[a, k])], True))
                 n_finished[ex] = len(hyps[ex])
 
@@ -108,7 +124,11 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
         new_tokens = cand_tokens.gather(1, keep_k)
         new_lps = cand_lps.gather(1, keep_k)
 
-        done = n_finished[active].ge(beam) | ~scores.isfinite().any(dim=1)  # (A,)
+        done = n_finished[active].ge(beam)  # (A,)
+        if exhaustive and done.any():
+            done &= _cannot_improve(scores, [hyps[ex] for ex in active.tolist()], lp, step,
+                                    max_new_tokens)
+        done |= ~scores.isfinite().any(dim=1)
         if step == max_new_tokens - 1:
             break
         dropped = bool(done.any())
@@ -148,6 +168,18 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
             hyps[ex].append(Hypothesis(seq, normalised(sc_list[a][j], len(seq), lp), sc_list[a][j],
                                        token_lps[row].tolist() + [lp_list[a][j]], False))
     return _nbest(hyps, policy.n_best)
+
+
+def _cannot_improve(scores: torch.Tensor, finished: list[list[Hypothesis]], lp: float, step: int,
+                    max_new_tokens: int) -> torch.Tensor:
+    """(A,) True where no live beam can end above the worst finished hypothesis. Log-prob sums only
+    fall, so a live beam's best reachable score is its sum now over the most favourable length:
+    the longest allowed when ``lp > 0``, the shortest (one more token, EOS) otherwise."""
+    length = max_new_tokens if lp > 0 else step + 2
+    best = scores.max(dim=1).values / (length ** lp)  # (A,)
+    worst = torch.tensor([min((h.score for h in f if h.finished), default=math.inf) for f in finished],
+                         device=scores.device)
+    return best <= worst
 
 
 def _nbest(hyps: list[list[Hypothesis]], n_best: int) -> list[list[Hypothesis]]:

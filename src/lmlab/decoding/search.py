@@ -8,7 +8,11 @@ method::
     step(step, lprobs (B, beam, V), scores (B, beam)) -> cand_scores, cand_tokens, cand_beams  # (B, K)
 
 ``scores`` are the running sums of token log-probs of the live beams, ``cand_scores`` the sums
-after appending ``cand_tokens[b, k]`` to beam ``cand_beams[b, k]``, best first.
+after appending ``cand_tokens[b, k]`` to beam ``cand_beams[b, k]``, in the policy's order of
+preference (the loop keeps the first ``beam_size`` that do not end in EOS).
+
+The policies trust their arguments: ``lmlab.config.DecodingConfig.check`` validates the settings
+(and ``build_policy`` builds a policy from a checked config).
 """
 
 from __future__ import annotations
@@ -16,11 +20,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-
-def _check(ok: bool, key: str, value, rule: str) -> None:
-    if not ok:
-        raise ValueError(f"decoding.{key}={value!r} {rule}")
 
 
 class BeamSearch:
@@ -34,25 +33,22 @@ class BeamSearch:
     has no EOS and counts its tokens only). ``length_penalty=0`` ranks by the raw sum, which favours
     short outputs; 1 is the per-token average; above 1 favours longer outputs still.
 
-    Early stopping: an example is done as soon as it has ``beam_size`` finished hypotheses (fairseq's
-    default), even if a live beam might still reach a better normalised score. The ``n_best`` best of
-    them, by ``score``, are returned.
+    Early stopping (``early_stopping``, carried out by the loop): ``"fairseq"`` (the default) ends
+    an example as soon as it has ``beam_size`` finished hypotheses, even if a live beam might still
+    reach a better normalised score; ``"never"`` goes on until no live beam can. The ``n_best`` best
+    finished hypotheses, by ``score``, are returned.
     """
 
-    def __init__(self, beam_size: int = 4, length_penalty: float = 1.0, n_best: int = 1):
-        _check(isinstance(beam_size, int) and not isinstance(beam_size, bool) and beam_size >= 1,
-               "beam_size", beam_size, "must be an integer >= 1")
-        _check(isinstance(n_best, int) and not isinstance(n_best, bool) and 1 <= n_best <= beam_size,
-               "n_best", n_best, f"must be between 1 and decoding.beam_size={beam_size}")
-        _check(isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty),
-               "length_penalty", length_penalty, "must be a finite number")
+    def __init__(self, beam_size: int = 4, length_penalty: float = 1.0, n_best: int = 1,
+                 early_stopping: str = "fairseq"):
         self.beam_size = beam_size
         self.n_best = n_best
         self.length_penalty = float(length_penalty)
+        self.early_stopping = early_stopping
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(beam_size={self.beam_size}, "
-                f"length_penalty={self.length_penalty}, n_best={self.n_best})")
+        return (f"{type(self).__name__}(beam_size={self.beam_size}, length_penalty="
+                f"{self.length_penalty}, n_best={self.n_best}, early_stopping={self.early_stopping!r})")
 
     def step(self, step: int, lprobs: torch.Tensor, scores: torch.Tensor):
         B, beam, V = lprobs.shape
@@ -85,3 +81,60 @@ class Greedy(BeamSearch):
         # candidate, which the loop keeps alive in case the best one is EOS
         cand_scores, cand_tokens = (lprobs[:, 0] + scores).topk(2, dim=1)  # (B, 2)
         return cand_scores, cand_tokens, torch.zeros_like(cand_tokens)
+
+
+class Sampling(BeamSearch):
+    """Ancestral sampling, one continuation per example. The next token is drawn from the step's
+    distribution after temperature, then top-k, top-p (nucleus: the smallest set of most likely
+    tokens whose probability reaches ``top_p``) and min-p (tokens at least ``min_p`` times as likely
+    as the most likely one) truncation, in Hugging Face's order. The most likely token always
+    survives truncation. Hypothesis scores are the loop's log-probs of the drawn tokens (before
+    temperature), so they compare with greedy and beam scores.
+
+    Draws come from the policy's own ``torch.Generator`` seeded with ``seed``: the same policy
+    settings, model and batches give the same samples, on any run.
+    """
+
+    def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0, seed: int = 0, length_penalty: float = 1.0):
+        super().__init__(beam_size=1, length_penalty=length_penalty, n_best=1)
+        self.temperature, self.top_k, self.top_p, self.min_p = temperature, top_k, top_p, min_p
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def __repr__(self) -> str:
+        return (f"Sampling(temperature={self.temperature}, top_k={self.top_k}, top_p={self.top_p}, "
+                f"min_p={self.min_p}, seed={self.seed})")
+
+    def _rng(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+    def step(self, step: int, lprobs: torch.Tensor, scores: torch.Tensor):
+        lp = lprobs[:, 0]  # (B, V)
+        logits = truncate(lp / self.temperature, self.top_k, self.top_p, self.min_p)
+        drawn = torch.multinomial(logits.softmax(dim=-1), 1, generator=self._rng(lp.device))  # (B, 1)
+        # a second candidate keeps the row alive should the draw be EOS (the example then ends)
+        runner_up = lp.scatter(1, drawn, -math.inf).argmax(dim=1, keepdim=True)
+        cand_tokens = torch.cat([drawn, runner_up], dim=1)  # (B, 2)
+        cand_scores = lp.gather(1, cand_tokens) + scores
+        return cand_scores, cand_tokens, torch.zeros_like(cand_tokens)
+
+
+def truncate(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
+    """``logits`` (B, V) with the tokens that top-k, then top-p, then min-p remove set to -inf."""
+    if 0 < top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above
+        drop = before >= top_p  # in sorted order; the first token never (before = 0 < top_p)
+        remove = torch.zeros_like(drop).scatter(1, order, drop)
+        logits = logits.masked_fill(remove, -math.inf)
+    if min_p > 0.0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, -math.inf)
+    return logits
