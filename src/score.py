@@ -1,20 +1,28 @@
 """Stage `evaluate` (named score.py: a file called evaluate.py would shadow the `evaluate`
-package whenever src/ is on sys.path): BLEU, chrF, ROUGE and test perplexity into reports/metrics.json."""
+package whenever src/ is on sys.path): BLEU, chrF, ROUGE and test perplexity into reports/metrics.json.
+
+    python src/score.py --params params.yaml                           # decoding (stage evaluate)
+    python src/score.py --params params.yaml --strategy topp --generations reports/sweep/topp/generations.jsonl \
+        --baseline reports/generations.jsonl --metrics reports/sweep/topp/metrics.json   # sweep-evaluate
+"""
 
 from lmlab.cli import stage_main
 from lmlab.evaluation import evaluate
 
 
-def run(cfg, generations, model, prepared_dir, metrics):
-    m = evaluate(cfg, generations, model, prepared_dir, metrics)
-    print(f"wrote {metrics}: BLEU {m['bleu']:.2f}, chrF {m['chrf']:.2f}, ROUGE-L {m['rougeL']:.2f}, "
-          f"perplexity {m['perplexity']:.3f}")
+def run(cfg, generations, model, prepared_dir, metrics, baseline):
+    m = evaluate(cfg, generations, model, prepared_dir, metrics, baseline or None)
+    tail = (f"perplexity {m['perplexity']:.3f}" if "perplexity" in m else
+            f"against {baseline}: BLEU {m['bleu_delta']:+.2f} (p = {m['bleu_p_value']:.4f}), "
+            f"chrF {m['chrf_delta']:+.2f} (p = {m['chrf_p_value']:.4f})")
+    print(f"wrote {metrics}: BLEU {m['bleu']:.2f}, chrF {m['chrf']:.2f}, ROUGE-L {m['rougeL']:.2f}, {tail}")
 
 
 def main(argv=None) -> int:
     paths = {"generations": "reports/generations.jsonl", "model": "data/model/model.pt",
-             "prepared_dir": "data/prepared", "metrics": "reports/metrics.json"}
-    return stage_main(__doc__, paths, run, argv)
+             "prepared_dir": "data/prepared", "metrics": "reports/metrics.json",
+             "baseline": ""}  # generations to test against (paired bootstrap); "" for none
+    return stage_main(__doc__, paths, run, argv, strategy=True)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_transformer_base_and_big_dimensions():
     (["decoding=beam", "decoding.beam_size=0"], "decoding.beam_size=0 must be >= 1"),
     (["decoding.beam_size=4"], "decoding.beam_size=4 needs decoding.strategy=beam"),
     (["decoding=beam", "decoding.top_p=0.9"], "decoding.top_p=0.9 needs decoding.strategy=sample"),
+    (["sweep.topp.top_p=0"], "sweep.topp.top_p=0.0 must be in (0, 1]"),
+    (["sweep.beam4.n_best=9"], "sweep.beam4.n_best=9 must be between 1 and sweep.beam4.beam_size=4"),
     (["trainer.lr=-1"], "trainer.lr=-1.0 must be > 0"),
     (["+model.n_layers=4"], "unknown config key model.n_layers (did you mean model.n_encoder_layer?)"),
     (["trainer.max_steps=many"], "trainer.max_steps='many' must be of type int"),
@@ -83,3 +85,13 @@ def test_cli_bad_override_exits_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: model.n_embd=128 is not divisible by model.n_head=7"]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_sweep_and_strategy_selection():
+    cfg = build_config(compose([]))
+    assert list(cfg.sweep) == ["beam4", "topp"]
+    assert (cfg.sweep["beam4"].strategy, cfg.sweep["beam4"].beam_size) == ("beam", 4)
+    assert (cfg.sweep["topp"].strategy, cfg.sweep["topp"].top_p) == ("sample", 0.9)
+    assert cfg.with_strategy("topp").decoding == cfg.sweep["topp"]
+    with pytest.raises(ConfigError, match=r"--strategy nope: no sweep.nope in the config \(sweep has: beam4, topp\)"):
+        cfg.with_strategy("nope")

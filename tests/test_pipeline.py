@@ -95,9 +95,28 @@ def test_dvc_repro_end_to_end(repo):
     assert (dest / "data/model/model.pt").is_file()
     assert (dest / "data/checkpoints/last.ckpt").is_file()  # outside DVC's outs: survives a rerun
 
+    # the strategy sweep: each decoded from the same model, tested against greedy, in DVC metrics
+    for name in ("beam4", "topp"):
+        assert f"Running stage 'sweep-evaluate@{name}'" in out
+        m = json.loads((dest / f"reports/sweep/{name}/metrics.json").read_text())
+        assert m["n_examples"] == 24 and 0 <= m["bleu_p_value"] <= 1 and "perplexity" not in m
+    shown_metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dest, env))
+    assert '"reports/sweep/topp/metrics.json"' in json.dumps(shown_metrics)
+    assert "## Decoding strategies (same model)" in report and "| topp |" in report
+
     # nothing changed: nothing reruns
     again = run(["dvc", "repro"], dest, env)
     assert ran_stages(again) == [] and "up to date" in again
+
+    # one sweep entry changed: only its stages (and the report) rerun
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["sweep"]["topp"]["top_p"] = 0.5
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    again = run(["dvc", "repro"], dest, env)
+    assert ran_stages(again) == ["report"]
+    assert "Running stage 'sweep-generate@topp'" in again and "Running stage 'sweep-generate@beam4'" not in again
+    run(["git", "checkout", "params.yaml"], dest, env)
+    run(["dvc", "repro"], dest, env)  # back to the committed params (from DVC's run cache)
 
     # a decoding experiment reruns only what depends on decoding
     run(git + ["add", "-A"], dest, env)

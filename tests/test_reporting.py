@@ -218,3 +218,20 @@ def test_atomic_writes(tmp_path):
     assert (tmp_path / "t.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "t.txt"]   # temporary file deleted
     assert oct((tmp_path / "t.txt").stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+def test_strategy_table_marks_significant_differences():
+    from lmlab.reporting import strategy_table
+
+    main = {"bleu": 30.0, "chrf": 50.0, "rougeL": 40.0, "mean_hyp_words": 10.0}
+    sweep = {"beam4": {"bleu": 31.5, "chrf": 50.2, "rougeL": 41.0, "mean_hyp_words": 9.5,
+                       "bleu_delta": 1.5, "bleu_p_value": 0.01, "chrf_delta": 0.2, "chrf_p_value": 0.3,
+                       "bootstrap_samples": 1000}}
+    assert strategy_table(main, sweep) == [
+        "| strategy | BLEU | chrF | ROUGE-L | mean words | ΔBLEU (p) | ΔchrF (p) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        "| decoding (baseline) | 30.00 | 50.00 | 40.00 | 10.00 | | |",
+        "| beam4 | 31.50 | 50.20 | 41.00 | 9.50 | +1.50* (0.010) | +0.20 (0.300) |",
+        "",
+        "\\* significant at p < 0.05 (sacreBLEU's paired bootstrap, 1000 resamples, against the baseline).",
+    ]

@@ -187,3 +187,22 @@ def test_read_generations_rejects_repeated_id_and_empty_file(tmp_path):
         read_generations(empty)
     with pytest.raises(FileNotFoundError):
         read_generations(tmp_path / "missing.jsonl")
+
+
+def test_paired_bootstrap_against_a_baseline():
+    from lmlab.scoring import paired_bootstrap
+
+    refs = [f"the cat number {i} sat on the mat today" for i in range(60)]
+    good = [rec(i, r, r) for i, r in enumerate(refs)]
+    bad = [rec(i, "a dog stood near the door", r) for i, r in enumerate(refs)]
+    same = paired_bootstrap(good, good, n_samples=200)
+    assert (same["bleu_delta"], same["chrf_delta"]) == (0.0, 0.0)
+    assert same["bleu_p_value"] == same["chrf_p_value"] == 1.0 and same["bootstrap_samples"] == 200
+    better = paired_bootstrap(bad, good, n_samples=200)
+    worse = paired_bootstrap(good, bad, n_samples=200)
+    assert better["bleu_delta"] == pytest.approx(100.0 - score(bad)["bleu"], abs=1e-3)
+    assert better["bleu_p_value"] < 0.05 and better["chrf_p_value"] < 0.05
+    assert worse["bleu_delta"] == pytest.approx(-better["bleu_delta"], abs=1e-3)
+    assert worse["bleu_p_value"] < 0.05  # two-sided: significantly worse; the sign is the delta's
+    with pytest.raises(ValueError, match="the references differ"):
+        paired_bootstrap(good, [rec(i, r, "x") for i, r in enumerate(refs)])

@@ -20,8 +20,9 @@ from .config import Config, ConfigError, build_config, compose, load_params
 
 
 def stage_main(description: str, paths: dict[str, str], run: Callable[..., object],
-               argv: list[str] | None = None) -> int:
-    """Parse ``argv``, build the validated config and call ``run(cfg, **paths)``."""
+               argv: list[str] | None = None, strategy: bool = False) -> int:
+    """Parse ``argv``, build the validated config and call ``run(cfg, **paths)``. With
+    ``strategy``, ``--strategy NAME`` makes ``sweep.NAME`` the config's ``decoding``."""
     parser = argparse.ArgumentParser(
         description=description,
         epilog="Other arguments are Hydra overrides of conf/, e.g. model=small decoding=beam.")
@@ -30,6 +31,9 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
     for name, default in paths.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default, metavar="PATH",
                             help=f"(default: {default})")
+    if strategy:
+        parser.add_argument("--strategy", metavar="NAME",
+                            help="decode with sweep.NAME instead of decoding (the sweep-* stages)")
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         unknown = [o for o in overrides if o.startswith("-") or "=" not in o]
@@ -40,6 +44,8 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
                               "(with DVC, use `dvc exp run -S key=value`)")
         raw = load_params(args.params) if args.params else compose(overrides)
         cfg: Config = build_config(raw)
+        if strategy and args.strategy:
+            cfg = cfg.with_strategy(args.strategy)
         run(cfg, **{name: getattr(args, name) for name in paths})
     except (ConfigError, FileNotFoundError, ValueError) as err:
         if os.environ.get("LMLAB_DEBUG"):

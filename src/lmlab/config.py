@@ -182,38 +182,39 @@ class DecodingConfig:
     batch_size: int = 64
     seed: int | None = None
 
-    def check(self) -> None:
-        _require(self.strategy in DECODING_STRATEGIES, "decoding.strategy", self.strategy,
+    def check(self, key: str = "decoding") -> None:
+        """``key`` names this section in messages: ``decoding`` or ``sweep.<name>``."""
+        _require(self.strategy in DECODING_STRATEGIES, f"{key}.strategy", self.strategy,
                  f"must be one of {', '.join(DECODING_STRATEGIES)}")
-        _require(self.beam_size >= 1, "decoding.beam_size", self.beam_size, "must be >= 1")
+        _require(self.beam_size >= 1, f"{key}.beam_size", self.beam_size, "must be >= 1")
         if self.strategy != "beam" and self.beam_size != 1:
-            raise ConfigError(f"decoding.beam_size={self.beam_size} needs decoding.strategy=beam "
+            raise ConfigError(f"{key}.beam_size={self.beam_size} needs {key}.strategy=beam "
                               f"({self.strategy} keeps one hypothesis)")
-        _require(1 <= self.n_best <= self.beam_size, "decoding.n_best", self.n_best,
-                 f"must be between 1 and decoding.beam_size={self.beam_size}")
-        _require(math.isfinite(self.length_penalty), "decoding.length_penalty", self.length_penalty,
+        _require(1 <= self.n_best <= self.beam_size, f"{key}.n_best", self.n_best,
+                 f"must be between 1 and {key}.beam_size={self.beam_size}")
+        _require(math.isfinite(self.length_penalty), f"{key}.length_penalty", self.length_penalty,
                  "must be a finite number")
-        _require(self.early_stopping in EARLY_STOPPING, "decoding.early_stopping", self.early_stopping,
+        _require(self.early_stopping in EARLY_STOPPING, f"{key}.early_stopping", self.early_stopping,
                  f"must be one of {', '.join(EARLY_STOPPING)}")
         if self.strategy != "sample":
-            for key, default in _SAMPLING_DEFAULTS.items():
-                if getattr(self, key) != default:
-                    raise ConfigError(f"decoding.{key}={getattr(self, key)!r} needs decoding.strategy="
-                                      f"sample ({self.strategy} never samples; decoding=sample, "
-                                      "topk, topp or minp)")
-        _require(self.temperature > 0 and math.isfinite(self.temperature), "decoding.temperature",
-                 self.temperature, "must be > 0 (greedy is decoding=greedy)")
-        _require(self.top_k >= 0, "decoding.top_k", self.top_k, "must be >= 0 (0 keeps every token)")
-        _require(0 < self.top_p <= 1, "decoding.top_p", self.top_p, "must be in (0, 1] (1 keeps every token)")
-        _require(0 <= self.min_p < 1, "decoding.min_p", self.min_p, "must be in [0, 1) (0 keeps every token)")
+            for name, default in _SAMPLING_DEFAULTS.items():
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{key}.{name}={getattr(self, name)!r} needs {key}.strategy="
+                                      f"sample ({self.strategy} never samples; presets sample, "
+                                      "topk, topp, minp)")
+        _require(self.temperature > 0 and math.isfinite(self.temperature), f"{key}.temperature",
+                 self.temperature, "must be > 0 (for the argmax, use strategy greedy)")
+        _require(self.top_k >= 0, f"{key}.top_k", self.top_k, "must be >= 0 (0 keeps every token)")
+        _require(0 < self.top_p <= 1, f"{key}.top_p", self.top_p, "must be in (0, 1] (1 keeps every token)")
+        _require(0 <= self.min_p < 1, f"{key}.min_p", self.min_p, "must be in [0, 1) (0 keeps every token)")
         _require(self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
-                 "decoding.repetition_penalty", self.repetition_penalty, "must be > 0 (1 turns it off)")
-        _require(self.no_repeat_ngram_size >= 0, "decoding.no_repeat_ngram_size",
+                 f"{key}.repetition_penalty", self.repetition_penalty, "must be > 0 (1 turns it off)")
+        _require(self.no_repeat_ngram_size >= 0, f"{key}.no_repeat_ngram_size",
                  self.no_repeat_ngram_size, "must be >= 0 (0 turns it off)")
-        _require(self.max_new_tokens >= 1, "decoding.max_new_tokens", self.max_new_tokens, "must be >= 1")
-        _require(0 <= self.min_new_tokens <= self.max_new_tokens, "decoding.min_new_tokens",
-                 self.min_new_tokens, f"must be between 0 and decoding.max_new_tokens={self.max_new_tokens}")
-        _require(self.batch_size >= 1, "decoding.batch_size", self.batch_size, "must be >= 1")
+        _require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", self.max_new_tokens, "must be >= 1")
+        _require(0 <= self.min_new_tokens <= self.max_new_tokens, f"{key}.min_new_tokens",
+                 self.min_new_tokens, f"must be between 0 and {key}.max_new_tokens={self.max_new_tokens}")
+        _require(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,7 @@ class EvaluateConfig:
     rouge_stemmer: bool = True
     batch_size: int = 64
     report_examples: int = 8
+    bootstrap_samples: int = 1000
 
     def check(self) -> None:
         import sacrebleu
@@ -245,6 +247,8 @@ class EvaluateConfig:
         _require(self.bleu_tokenize in choices, "evaluate.bleu_tokenize", self.bleu_tokenize,
                  f"must be one of {', '.join(choices)}")
         _require(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "must be >= 1")
+        _require(self.bootstrap_samples >= 100, "evaluate.bootstrap_samples", self.bootstrap_samples,
+                 "must be >= 100")
         _require(self.report_examples >= 0, "evaluate.report_examples", self.report_examples,
                  "must be >= 0")
 
@@ -258,11 +262,21 @@ class Config:
     model: ModelSection = field(default_factory=ModelSection)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    # more strategies decoded from the same model and tested against `decoding` (dvc.yaml's
+    # sweep-* stages): name -> settings, composed from conf/decoding presets in conf/config.yaml
+    sweep: dict[str, DecodingConfig] = field(default_factory=dict)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def with_strategy(self, name: str) -> "Config":
+        """This config with ``sweep.<name>`` as its ``decoding``."""
+        if name not in self.sweep:
+            raise ConfigError(f"--strategy {name}: no sweep.{name} in the config "
+                              f"(sweep has: {', '.join(self.sweep) or 'nothing'})")
+        return dataclasses.replace(self, decoding=self.sweep[name])
 
 
 def _plain(obj):
@@ -309,7 +323,7 @@ def _coerce(value, annotation, key: str):
     raise ConfigError(f"{key}={value!r} must be of type {annotation.__name__}")
 
 
-def _build(cls, raw: Mapping, prefix: str):
+def _build(cls, raw: Mapping, prefix: str, check: bool = True):
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -326,12 +340,29 @@ def _build(cls, raw: Mapping, prefix: str):
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             values[name] = _build(hint, raw[name], f"{prefix}{name}.")
+        elif typing.get_origin(hint) is dict:  # name -> section, e.g. sweep.topp
+            values[name] = _build_map(typing.get_args(hint)[1], raw[name], f"{prefix}{name}")
         else:
             values[name] = _coerce(raw[name], hint, f"{prefix}{name}")
     obj = cls(**values)
-    if hasattr(obj, "check"):
+    if check and hasattr(obj, "check"):
         obj.check()
     return obj
+
+
+def _build_map(cls, raw, key: str) -> dict:
+    """A mapping of names to ``cls`` sections; each is checked under its own key."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a mapping of names to settings, got {raw!r}")
+    out = {}
+    for name, section in raw.items():
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{key}.{name}: names may use letters, digits, - and _ only")
+        out[name] = _build(cls, section, f"{key}.{name}.", check=False)
+        out[name].check(f"{key}.{name}")
+    return out
 
 
 def build_config(raw: Mapping) -> Config:

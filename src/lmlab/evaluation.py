@@ -37,14 +37,27 @@ def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int) -> 
 
 
 def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
-             prepared_dir: str | Path, metrics_path: str | Path) -> dict:
-    """Score the generations file, add test perplexity, write the flat metrics JSON."""
+             prepared_dir: str | Path, metrics_path: str | Path,
+             baseline_path: str | Path | None = None) -> dict:
+    """Score the generations file and write the flat metrics JSON.
+
+    The main strategy (no ``baseline_path``) adds test perplexity and goes to the W&B run. A sweep
+    strategy is instead tested against the baseline's generations (paired bootstrap): its
+    perplexity would be the same model's, and its W&B logging belongs to the sweep report.
+    """
     from . import scoring
-    from .training import load_model
 
     records = scoring.read_generations(generations_path)
     e = cfg.evaluate
     metrics = scoring.score(records, bleu_tokenize=e.bleu_tokenize, rouge_stemmer=e.rouge_stemmer)
+    if baseline_path is not None:
+        baseline = scoring.read_generations(baseline_path)
+        metrics.update(scoring.paired_bootstrap(baseline, records, bleu_tokenize=e.bleu_tokenize,
+                                                n_samples=e.bootstrap_samples))
+        atomic_write_json(metrics_path, metrics)
+        return metrics
+    from .training import load_model
+
     model, _, payload = load_model(model_path)
     metrics.update(perplexity(model, prepared_dir, "test", e.batch_size))
     atomic_write_json(metrics_path, metrics)
@@ -52,5 +65,3 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
 
     log_evaluation(cfg, payload.get("summary", {}), metrics, records)
     return metrics
-
-

@@ -108,13 +108,35 @@ def _link(path: str) -> str:
     return f"<{path}>" if any(c in path for c in " ()") else path
 
 
+def strategy_table(main: dict, sweep: dict[str, dict], main_name: str = "decoding") -> list[str]:
+    """Markdown rows comparing the main strategy with each sweep strategy: scores, differences and
+    paired-bootstrap p-values (a difference counts as significant at p < 0.05)."""
+    lines = ["| strategy | BLEU | chrF | ROUGE-L | mean words | ΔBLEU (p) | ΔchrF (p) |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| {_cell(main_name)} (baseline) | {main['bleu']:.2f} | {main['chrf']:.2f} | "
+             f"{main['rougeL']:.2f} | {main['mean_hyp_words']:.2f} | | |"]
+    for name, m in sweep.items():
+        cells = []
+        for key in ("bleu", "chrf"):
+            p = m[f"{key}_p_value"]
+            mark = "*" if p < 0.05 else ""
+            cells.append(f"{m[f'{key}_delta']:+.2f}{mark} ({p:.3f})")
+        lines.append(f"| {_cell(name)} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['rougeL']:.2f} | "
+                     f"{m['mean_hyp_words']:.2f} | {cells[0]} | {cells[1]} |")
+    n = next(iter(sweep.values()))["bootstrap_samples"] if sweep else 0
+    lines += ["", f"\\* significant at p < 0.05 (sacreBLEU's paired bootstrap, {n} resamples, "
+                  "against the baseline)."]
+    return lines
+
+
 def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, str]], *,
                   title: str = "lmlab report", config: dict | None = None,
-                  notes: list[str] | None = None) -> str:
+                  notes: list[str] | None = None, sweep: dict[str, dict] | None = None) -> str:
     """The report as markdown.
 
     ``figures`` are ``(caption, path)`` with paths relative to where the markdown will live;
-    ``notes`` are lines shown under the figures (e.g. which curve files were missing).
+    ``notes`` are lines shown under the figures (e.g. which curve files were missing); ``sweep``
+    maps sweep strategy names to their metrics (with significance against ``metrics``).
     """
     flat = _flatten(metrics)
     signatures = {k: v for k, v in flat.items() if k.endswith("_signature")}
@@ -123,6 +145,8 @@ def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, 
     if signatures:
         lines += ["", "### Metric signatures", ""]
         lines += [f"- {k.removesuffix('_signature')}: `{v}`" for k, v in signatures.items()]
+    if sweep:
+        lines += ["", "## Decoding strategies (same model)", ""] + strategy_table(metrics, sweep)
 
     lines += ["", "## Figures", ""]
     for caption, path in figures:
@@ -161,7 +185,7 @@ def pick_examples(records: list[dict], n: int) -> list[dict]:
 
 def write_report(metrics_path: str | Path, generations_path: str | Path, curves_dir: str | Path,
                  out_md: str | Path, figures_dir: str | Path, *, n_examples: int = 8,
-                 config: dict | None = None) -> None:
+                 config: dict | None = None, sweep_dir: str | Path | None = None) -> None:
     """Write ``out_md`` and its figures (``loss.png``, ``lr.png`` in ``figures_dir``).
 
     A missing or empty curve file drops its line (or its whole figure) with a note in the report;
@@ -195,4 +219,9 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
         rel = os.path.relpath(png.resolve(), out_md.resolve().parent)
         figures.append((caption, Path(rel).as_posix()))
 
-    atomic_write_text(out_md, render_report(metrics, examples, figures, config=config, notes=notes))
+    sweep = {}
+    if sweep_dir is not None and Path(sweep_dir).is_dir():  # one <name>/metrics.json per strategy
+        for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
+            sweep[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+    atomic_write_text(out_md, render_report(metrics, examples, figures, config=config, notes=notes,
+                                            sweep=sweep))

@@ -121,3 +121,31 @@ def score(records: list[dict], *, bleu_tokenize: str = "13a", rouge_stemmer: boo
         "len_cap_rate": round(sum(bool(r["hit_max_len"]) for r in records) / n, 4),
         "n_examples": n,
     }
+
+
+def paired_bootstrap(baseline: list[dict], system: list[dict], *, bleu_tokenize: str = "13a",
+                     n_samples: int = 1000) -> dict:
+    """sacreBLEU's paired bootstrap resampling (Koehn, 2004) of ``system`` against ``baseline`` on
+    the same test set, for BLEU and chrF: each metric's difference (system − baseline) and
+    two-sided p-value (how often the centred resampled |difference| exceeds the observed one; the
+    sign is the delta's). sacreBLEU seeds its resampling with ``SACREBLEU_SEED``, 12345 unless set.
+    Identical outputs get p = 1: sacreBLEU's strict comparison would call even them significant."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    if [r["reference"] for r in baseline] != [r["reference"] for r in system]:
+        raise ValueError("significance needs both systems on the same test set: the references differ")
+    refs = [[r["reference"] for r in baseline]]
+    test = PairedTest([("baseline", [r["hypothesis"] for r in baseline]),
+                       ("system", [r["hypothesis"] for r in system])],
+                      {"bleu": BLEU(tokenize=bleu_tokenize), "chrf": CHRF()}, refs,
+                      test_type="bs", n_samples=n_samples)
+    _, results = test()
+    identical = [r["hypothesis"] for r in baseline] == [r["hypothesis"] for r in system]
+    out = {}
+    for key, name in (("bleu", "BLEU"), ("chrf", "chrF2")):
+        base, sys_ = results[name]
+        out[f"{key}_delta"] = round(sys_.score - base.score, 4)
+        out[f"{key}_p_value"] = 1.0 if identical else round(float(sys_.p_value), 4)
+    out["bootstrap_samples"] = n_samples
+    return out
