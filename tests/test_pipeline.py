@@ -181,3 +181,21 @@ def test_train_script_from_the_repo_root(repo):
     (run_dir,) = list((dest / "outputs").iterdir())
     assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
     assert (dest / "logs/csv").is_dir()
+    # generate from the checkpoint alone: prompts from --prompt or stdin, any decoding preset
+    ckpt = str(run_dir / "checkpoints/last.ckpt")
+    one = subprocess.run([sys.executable, "src/translate.py", "--model", ckpt, "--prompt", "a b c ."],
+                         cwd=dest, env=env, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert len(one.stdout.splitlines()) == 1
+    nbest = subprocess.run([sys.executable, "src/translate.py", "--model", ckpt, "decoding=beam",
+                            "decoding.n_best=2"], input="a b c .\nd e .\n", cwd=dest, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert nbest.returncode == 0, nbest.stderr[-2000:]
+    blocks = nbest.stdout.split("\n\n")
+    assert len(blocks) == 3 and blocks[2] == ""  # two prompts, two hypotheses each, then the end
+    for block in blocks[:2]:
+        scores = [float(line.split("\t")[0]) for line in block.splitlines()]
+        assert len(scores) == 2 and scores[0] >= scores[1]
+    bad = subprocess.run([sys.executable, "src/translate.py", "--model", ckpt, "--prompt", "a",
+                          "decoding.top_p=0.5"], cwd=dest, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "decoding.top_p=0.5 needs decoding.strategy=sample" in bad.stderr

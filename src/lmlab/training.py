@@ -25,6 +25,7 @@ from .model import ModelConfig, Transformer
 from .tokenization import PAD, load_tokenizer
 
 MODEL_FORMAT = "lmlab-model-v1"
+CKPT_TOKENIZER = "lmlab_tokenizer"  # the tokenizer's JSON inside a Lightning checkpoint
 CURVES = {"train_loss.tsv": "train/loss", "val_loss.tsv": "val/loss", "lr.tsv": "lr"}
 
 
@@ -78,6 +79,7 @@ class TranslationModule(pl.LightningModule):
         self.tcfg = trainer_cfg
         self._val_sums = torch.zeros(2)
         self._compiled = None
+        self.tokenizer_json: str | None = None  # saved in checkpoints, so they decode on their own
 
     def configure_model(self):
         # Compiled lazily, on the device, and kept out of the registered submodules so the
@@ -112,6 +114,8 @@ class TranslationModule(pl.LightningModule):
     # as the uninterrupted run would have.
     def on_save_checkpoint(self, checkpoint):
         checkpoint["rng_state"] = torch.get_rng_state()
+        if self.tokenizer_json is not None:
+            checkpoint[CKPT_TOKENIZER] = self.tokenizer_json
 
     def on_load_checkpoint(self, checkpoint):
         if "rng_state" in checkpoint:
@@ -309,13 +313,22 @@ def export_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, cfg: Co
 
 
 def load_model(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, tokenizer, payload) from a file written by ``export_model``."""
+    """(model in eval mode, tokenizer, payload) from a model file written by ``export_model`` or
+    a Lightning checkpoint of lmlab's training (``last.ckpt``, ``best.ckpt``): both carry the
+    model's architecture and tokenizer, so no training config is needed."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the train stage (`dvc repro train`)")
     payload = torch.load(path, map_location=device, weights_only=False)
-    if payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not an lmlab model file (format {payload.get('format')!r})")
+    if isinstance(payload, dict) and CKPT_TOKENIZER in payload and "hyper_parameters" in payload:
+        payload = {"format": MODEL_FORMAT, "model_config": payload["hyper_parameters"]["model_cfg"],
+                   "state_dict": _model_weights(payload["state_dict"]),
+                   "tokenizer": payload[CKPT_TOKENIZER], "checkpoint_step": payload.get("global_step")}
+    elif isinstance(payload, dict) and "hyper_parameters" in payload:
+        raise ValueError(f"{path} is a training checkpoint without its tokenizer (written before "
+                         "checkpoints carried it): use the exported model.pt")
+    elif not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is neither an lmlab model file nor an lmlab training checkpoint")
     model = Transformer(ModelConfig(**payload["model_config"])).to(device)
     model.load_state_dict(payload["state_dict"])
     model.eval()
@@ -324,8 +337,12 @@ def load_model(path: str | Path, device: str = "cpu"):
 
 def checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The plain model's weights from a Lightning checkpoint (full state dict, any strategy)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    return _model_weights(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+
+
+def _model_weights(module_state: dict) -> dict[str, torch.Tensor]:
+    """The ``Transformer``'s entries of a ``TranslationModule`` state dict, under their own names."""
+    return {k.removeprefix("model."): v for k, v in module_state.items() if k.startswith("model.")}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -454,6 +471,7 @@ def _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_
         atomic_write_json(ckpt_dir / STATE_FILE, {"fingerprint": fp, "wandb_id": run_id, "finished": False})
 
     module = TranslationModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
+    module.tokenizer_json = tokenizer_json
     run_name = run_name or out_dir.name
     logger = make_logger(cfg, run_name, run_id)
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss",

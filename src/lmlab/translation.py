@@ -47,9 +47,17 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
                 }
                 if d.n_best > 1:
                     results[i]["nbest"] = [decode(tokenizer, h.tokens) for h in nbest]
+                    results[i]["nbest_scores"] = [round(float(h.score), 6) for h in nbest]
             bar.update(len(idx))
     bar.close()
     return results
+
+
+def translate_texts(model, tokenizer, texts: list[str], cfg: Config) -> list[dict]:
+    """Decode raw source strings (encoded with the model's own tokenizer); results in input order."""
+    from .tokenization import encode_lines
+
+    return translate(model, tokenizer, list(encode_lines(tokenizer, texts)), cfg, progress=False)
 
 
 def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path, raw_dir: str | Path,
