@@ -46,3 +46,15 @@ def test_script_prints_table_then_json(capsys):
     assert abs(record["tiny_ratio"] - expected) < 1e-3 * expected + 1e-3
     assert "tiny_mfu" not in record
     assert record["gpt-tiny_ratio"] > 0 and record["gpt-tiny_tokens_per_s"] > 0
+
+
+def test_decode_speed_prints_ratios_for_every_strategy_and_batch(capsys):
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location("decode_speed", ROOT / "bench" / "decode_speed.py")
+    ds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ds)
+    record = ds.main(["--preset", "gpt-tiny", "--batches", "1,2", "--new-tokens", "3", "--prompt-len", "4",
+                      "--vocab", "50", "--repeats", "1", "--threads", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
+    for key in ("greedy_b1", "greedy_b2", "beam5_b1", "beam5_b2", "topp_b1", "topp_b2"):
+        assert record[f"{key}_ratio"] > 0 and record[f"{key}_tokens_per_s"] > 0

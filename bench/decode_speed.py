@@ -1,0 +1,138 @@
+"""Decoding speed of lmlab's loop against Hugging Face ``generate()``, in the same run.
+
+Both decode the same model: a decoder-only ``Transformer`` of a ``conf/model`` preset's dimensions
+with GPT-2's layout, copied tensor for tensor into ``transformers.GPT2LMHeadModel``
+(``lmlab.interop``; tests/test_hf_parity.py shows the two produce identical tokens). Every prompt
+has ``--prompt-len`` tokens, and both sides must generate exactly ``--new-tokens`` tokens per
+output (min = max new tokens), so tokens/s = batch × new tokens ÷ seconds on both. Strategies:
+greedy; beam 5 (length penalty 1, stop at 5 finished); top-p 0.9 sampling. Each (strategy, batch)
+runs ``--repeats`` times per side, alternating, and each side keeps its median time.
+
+    python bench/decode_speed.py [--preset gpt-tiny] [--batches 1,64] [--new-tokens 32]
+        [--prompt-len 16] [--vocab 6000] [--repeats 3] [--threads N]
+
+The last line printed is one JSON object: ``<strategy>_b<batch>_ratio`` = lmlab tokens/s ÷ Hugging
+Face tokens/s (e.g. ``greedy_b64_ratio``, ``beam5_b64_ratio``, ``topp_b1_ratio``), plus the tokens/s
+of each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from lmlab.config import build_config, compose  # noqa: E402
+from lmlab.decoding import BeamSearch, Greedy, Sampling, generate  # noqa: E402
+from lmlab.interop import to_gpt2  # noqa: E402
+from lmlab.model import Transformer  # noqa: E402
+from lmlab.training import model_config  # noqa: E402
+
+PAD, BOS, EOS = 0, 2, 3
+STRATEGIES = {  # name: (lmlab policy, Hugging Face generate() arguments)
+    "greedy": (lambda: Greedy(), dict(do_sample=False, num_beams=1)),
+    "beam5": (lambda: BeamSearch(5, length_penalty=1.0),
+              dict(do_sample=False, num_beams=5, length_penalty=1.0, early_stopping=True)),
+    "topp": (lambda: Sampling(top_p=0.9, seed=0), dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)),
+}
+
+
+def build_models(preset: str, vocab: int, seed: int):
+    """The lmlab model of ``preset``'s dimensions in GPT-2's layout, and its Hugging Face copy."""
+    overrides = [f"model={preset}", "model.arch=decoder-only", "model.n_encoder_layer=0",
+                 "model.positions=learned", "model.activation=gelu_tanh", "model.norm_first=true",
+                 "model.scale_embeddings=false", "model.tie_embeddings=true", "model.dropout=0.0"]
+    cfg = build_config(compose(overrides))
+    torch.manual_seed(seed)
+    model = Transformer(model_config(cfg, vocab)).eval()
+    return model, to_gpt2(model, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+
+
+def run_lmlab(model, prompts: torch.Tensor, strategy: str, new_tokens: int) -> float:
+    src = torch.cat([prompts, torch.full((prompts.size(0), 1), EOS)], dim=1)  # source EOS, then BOS
+    policy = STRATEGIES[strategy][0]()
+    start = time.perf_counter()
+    out = generate(model, src, src.eq(PAD), policy, bos_id=BOS, eos_id=EOS, pad_id=PAD,
+                   max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    seconds = time.perf_counter() - start
+    assert all(len(n[0].tokens) == new_tokens for n in out), "lmlab stopped early"
+    return seconds
+
+
+def run_hf(hf, prompts: torch.Tensor, strategy: str, new_tokens: int) -> float:
+    ids = torch.cat([prompts, torch.full((prompts.size(0), 1), EOS), torch.full((prompts.size(0), 1), BOS)], dim=1)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, eos_token_id=EOS, pad_token_id=PAD,
+                          **STRATEGIES[strategy][1])
+    seconds = time.perf_counter() - start
+    assert out.size(1) == ids.size(1) + new_tokens, "Hugging Face stopped early"
+    return seconds
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="gpt-tiny", help="conf/model preset for the dimensions")
+    parser.add_argument("--batches", default="1,64", help="comma-separated batch sizes")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=6000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(args.strategies) - set(STRATEGIES))
+    if unknown:
+        parser.error(f"--strategies: unknown {unknown[0]!r} (known: {', '.join(STRATEGIES)})")
+    for key in ("new_tokens", "prompt_len", "repeats"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')}={getattr(args, key)} must be >= 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, hf = build_models(args.preset, args.vocab, args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    record = {"preset": args.preset, "n_parameters": model.num_parameters(), "new_tokens": args.new_tokens,
+              "prompt_len": args.prompt_len, "threads": torch.get_num_threads(), "device": "cpu"}
+    print(f"{args.preset} in GPT-2's layout ({model.num_parameters() / 1e6:.2f}M parameters), "
+          f"prompts of {args.prompt_len} tokens, {args.new_tokens} new tokens each, "
+          f"median of {args.repeats}, {torch.get_num_threads()} threads")
+    print(f"  {'strategy':<8} {'batch':>5} {'lmlab tok/s':>12} {'HF tok/s':>10} {'ratio':>7}")
+    for strategy in args.strategies:
+        for batch in args.batches:
+            prompts = torch.randint(4, args.vocab, (batch, args.prompt_len), generator=g)
+            run_lmlab(model, prompts, strategy, 2)  # warm-up of both paths
+            run_hf(hf, prompts, strategy, 2)
+            times = {"lmlab": [], "hf": []}
+            for _ in range(args.repeats):
+                times["lmlab"].append(run_lmlab(model, prompts, strategy, args.new_tokens))
+                times["hf"].append(run_hf(hf, prompts, strategy, args.new_tokens))
+            tps = {k: batch * args.new_tokens / statistics.median(v) for k, v in times.items()}
+            key = f"{strategy}_b{batch}"
+            record[f"{key}_tokens_per_s"] = round(tps["lmlab"], 1)
+            record[f"{key}_hf_tokens_per_s"] = round(tps["hf"], 1)
+            record[f"{key}_ratio"] = round(tps["lmlab"] / tps["hf"], 4)
+            print(f"  {strategy:<8} {batch:>5} {tps['lmlab']:>12,.0f} {tps['hf']:>10,.0f} "
+                  f"{tps['lmlab'] / tps['hf']:>7.3f}", flush=True)
+    print(json.dumps(record))
+    return record
+
+
+if __name__ == "__main__":
+    main()
