@@ -68,11 +68,34 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 class KVCache:
     """Per-layer keys and values of the decoder: self-attention grows by one step per call,
-    cross-attention is computed once from the encoder memory and then reused."""
+    cross-attention is computed once from the encoder memory and then reused.
+
+    Self-attention keys and values live in buffers with room to spare (doubled when full), so a
+    step writes its keys in place instead of copying the whole history into a new tensor.
+    """
 
     def __init__(self, n_layer: int):
-        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer  # buffers
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self._len = 0  # positions filled in the self-attention buffers (the same in every layer)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this call's keys and values (B, nh, T, hs) of ``layer``; return all of them so far.
+        The length advances once every layer has appended (the last layer moves it)."""
+        T, start = k.size(2), self._len
+        buf = self.self_kv[layer]
+        if buf is None or buf[0].size(2) < start + T:
+            room = max(2 * (start + T), 16)
+            grown = tuple(t.new_empty(t.size(0), t.size(1), room, t.size(3)) for t in (k, v))
+            if buf is not None:
+                for old, new in zip(buf, grown):
+                    new[:, :, :start] = old[:, :, :start]
+            buf = self.self_kv[layer] = grown
+        buf[0][:, :, start:start + T] = k
+        buf[1][:, :, start:start + T] = v
+        if layer == len(self.self_kv) - 1:
+            self._len = start + T
+        return buf[0][:, :, :start + T], buf[1][:, :, :start + T]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` of every cached tensor (beam search picks surviving beams)."""
@@ -82,8 +105,7 @@ class KVCache:
                     kvs[i] = (kv[0].index_select(0, index), kv[1].index_select(0, index))
 
     def length(self) -> int:
-        kv = self.self_kv[0]
-        return 0 if kv is None else kv[0].size(2)
+        return self._len
 
 
 class Attention(nn.Module):
@@ -105,23 +127,23 @@ class Attention(nn.Module):
         return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
     def forward(self, x, mask=None, is_causal=False, slot=None, memory=None, rope=None):
-        """``mask`` (B|1, 1, T, S) True where attention is allowed. ``slot`` is a (list, index) place
-        in a KVCache: self-attention appends this call's keys, cross-attention fills it once."""
-        cached = slot[0][slot[1]] if slot is not None else None
+        """``mask`` (B|1, 1, T, S) True where attention is allowed. ``slot`` is a (KVCache, layer)
+        place: self-attention appends this call's keys, cross-attention fills it once."""
         if self.cross:
             q = self._heads(self.q(x))
+            cached = slot[0].cross_kv[slot[1]] if slot is not None else None
             if cached is not None:
                 k, v = cached
             else:
                 k, v = (self._heads(t) for t in self.kv(memory).chunk(2, dim=-1))  # (B, nh, S, hs)
+                if slot is not None:
+                    slot[0].cross_kv[slot[1]] = (k, v)
         else:
             q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-            if cached is not None:
-                k, v = torch.cat([cached[0], k], dim=2), torch.cat([cached[1], v], dim=2)
-        if slot is not None:
-            slot[0][slot[1]] = (k, v)
+            if slot is not None:
+                k, v = slot[0].append(slot[1], k, v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0,
@@ -171,10 +193,10 @@ class Block(nn.Module):
 
     def forward(self, x, mask=None, is_causal=False, rope=None, memory=None, mem_mask=None,
                 cache=None, layer=0):
-        self_slot = (cache.self_kv, layer) if cache is not None else None
+        self_slot = (cache, layer) if cache is not None else None
         x = self._residual(x, lambda h: self.self_attn(h, mask, is_causal, self_slot, rope=rope), self.ln1)
         if self.cross_attn is not None:
-            cross_slot = (cache.cross_kv, layer) if cache is not None else None
+            cross_slot = (cache, layer) if cache is not None else None
             x = self._residual(x, lambda h: self.cross_attn(h, mem_mask, slot=cross_slot, memory=memory),
                                self.ln2)
         return self._residual(x, self.ff, self.ln3)
@@ -261,10 +283,14 @@ class Transformer(nn.Module):
         """(B, S) True-at-padding -> (B, 1, 1, S) True-where-attention-is-allowed."""
         return ~pad[:, None, None, :]
 
-    def _run_decoder(self, x, rope, cache, **kw):
+    def _run_decoder(self, x, rope, cache, last: int | None = None, **kw):
+        """Logits (B, T, V), or of the ``last`` positions only (the output layer is the costliest
+        matmul of a decoding step, and a prompt's positions need none)."""
         for i, block in enumerate(self.decoder):
             x = block(x, rope=rope, cache=cache, layer=i, **kw)
-        return self.lm_head(self.dec_ln(x))  # (B, T, V)
+        if last is not None:
+            x = x[:, -last:]
+        return self.lm_head(self.dec_ln(x))
 
     # -- encoder-decoder ------------------------------------------------------------------------
 
@@ -331,8 +357,7 @@ class Transformer(nn.Module):
         itself = causal.triu(K - L)  # (L, K), the diagonal ending in the bottom-right corner
         mask = (causal & ~key_pad[:, None, None, :]) | itself  # (B, 1, L, K)
         x, rope = self._embed(ids, pos, K)
-        logits = self._run_decoder(x, rope, cache, mask=mask)
-        return logits[:, -T:]
+        return self._run_decoder(x, rope, cache, last=T, mask=mask)
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.decoder))
