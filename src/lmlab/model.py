@@ -70,9 +70,12 @@ class KVCache:
     """Per-layer keys and values of the decoder: self-attention grows by one step per call,
     cross-attention is computed once from the encoder memory and then reused.
 
-    Self-attention keys and values live in buffers with room to spare (doubled when full), so a
-    step writes its keys in place instead of copying the whole history into a new tensor.
+    Self-attention keys and values live in buffers with room for ``GROW`` more positions, so a
+    step writes its keys in place instead of copying the whole history into a new tensor. The room
+    is kept small because beam search copies whole buffers when it reorders them.
     """
+
+    GROW = 32
 
     def __init__(self, n_layer: int):
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer  # buffers
@@ -85,7 +88,7 @@ class KVCache:
         T, start = k.size(2), self._len
         buf = self.self_kv[layer]
         if buf is None or buf[0].size(2) < start + T:
-            room = max(2 * (start + T), 16)
+            room = start + T + self.GROW
             grown = tuple(t.new_empty(t.size(0), t.size(1), room, t.size(3)) for t in (k, v))
             if buf is not None:
                 for old, new in zip(buf, grown):
@@ -98,11 +101,18 @@ class KVCache:
         return buf[0][:, :, :start + T], buf[1][:, :, :start + T]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` of every cached tensor (beam search picks surviving beams)."""
-        for kvs in (self.self_kv, self.cross_kv):
-            for i, kv in enumerate(kvs):
-                if kv is not None:
-                    kvs[i] = (kv[0].index_select(0, index), kv[1].index_select(0, index))
+        """Keep rows ``index`` of every cached tensor (beam search picks surviving beams). Only
+        the filled part of a self-attention buffer is copied, straight into a new buffer."""
+        L = self._len
+        for i, buf in enumerate(self.self_kv):
+            if buf is not None:
+                fresh = tuple(t.new_empty(index.numel(), *t.shape[1:]) for t in buf)
+                for old, new in zip(buf, fresh):
+                    torch.index_select(old[:, :, :L], 0, index, out=new[:, :, :L])
+                self.self_kv[i] = fresh
+        for i, kv in enumerate(self.cross_kv):
+            if kv is not None:
+                self.cross_kv[i] = (kv[0].index_select(0, index), kv[1].index_select(0, index))
 
     def length(self) -> int:
         return self._len
@@ -352,11 +362,15 @@ class Transformer(nn.Module):
             key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(B, start + T)], dim=1)
             pos = n_real + start + torch.arange(T, device=tgt.device)  # (B, T)
         L, K = ids.size(1), key_pad.size(1)
+        x, rope = self._embed(ids, pos, K)
+        if not prompt_pad.any() and (start == 0 or T == 1):
+            # no padding: plain causal attention (one new position sees everything cached), which
+            # lets SDPA skip the mask
+            return self._run_decoder(x, rope, cache, last=T, is_causal=start == 0 and L > 1)
         causal = torch.ones(L, K, dtype=torch.bool, device=tgt.device).tril(K - L)  # (L, K)
         # A padding query may see only itself: a row with nothing to attend to would give NaN.
         itself = causal.triu(K - L)  # (L, K), the diagonal ending in the bottom-right corner
         mask = (causal & ~key_pad[:, None, None, :]) | itself  # (B, 1, L, K)
-        x, rope = self._embed(ids, pos, K)
         return self._run_decoder(x, rope, cache, last=T, mask=mask)
 
     def new_cache(self) -> KVCache:
