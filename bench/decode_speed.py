@@ -1,19 +1,24 @@
 """Decoding speed of lmlab's loop against Hugging Face ``generate()``, in the same run.
 
-Both decode the same model: a decoder-only ``Transformer`` of a ``conf/model`` preset's dimensions
-with GPT-2's layout, copied tensor for tensor into ``transformers.GPT2LMHeadModel``
-(``lmlab.interop``; tests/test_hf_parity.py shows the two produce identical tokens). Every prompt
+Decoder-only: both decode the same model, a ``Transformer`` of a ``conf/model`` preset's
+dimensions (``--preset``) in GPT-2's layout, copied tensor for tensor into
+``transformers.GPT2LMHeadModel`` (``lmlab.interop``; tests/test_hf_parity.py shows the two produce
+identical tokens). Encoder-decoder: lmlab's ``--encdec-preset`` against a ``MarianMTModel`` of the
+same dimensions (width, heads, layers, feed-forward, vocabulary, sinusoidal positions, ReLU;
+random weights on both sides, as the token count is fixed). Every prompt
 has ``--prompt-len`` tokens, and both sides must generate exactly ``--new-tokens`` tokens per
 output (min = max new tokens), so tokens/s = batch × new tokens ÷ seconds on both. Strategies:
 greedy; beam 5 (length penalty 1, stop at 5 finished); top-p 0.9 sampling. Each (strategy, batch)
 runs ``--repeats`` times per side, alternating, and each side keeps its median time.
 
-    python bench/decode_speed.py [--preset gpt-tiny] [--batches 1,64] [--new-tokens 32]
-        [--prompt-len 16] [--vocab 6000] [--repeats 3] [--threads N]
+    python bench/decode_speed.py [--archs decoder-only,encoder-decoder] [--preset gpt-tiny]
+        [--encdec-preset tiny] [--batches 1,64] [--new-tokens 32] [--prompt-len 16]
+        [--vocab 6000] [--repeats 3] [--threads N]
 
 The last line printed is one JSON object: ``<strategy>_b<batch>_ratio`` = lmlab tokens/s ÷ Hugging
-Face tokens/s (e.g. ``greedy_b64_ratio``, ``beam5_b64_ratio``, ``topp_b1_ratio``), plus the tokens/s
-of each side.
+Face tokens/s for the decoder-only pair (e.g. ``greedy_b64_ratio``, ``beam5_b64_ratio``,
+``topp_b1_ratio``), ``encdec_<strategy>_b<batch>_ratio`` for the encoder-decoder pair, plus the
+tokens/s of each side.
 """
 
 from __future__ import annotations
@@ -55,6 +60,27 @@ def build_models(preset: str, vocab: int, seed: int):
     return model, to_gpt2(model, bos_id=BOS, eos_id=EOS, pad_id=PAD)
 
 
+def build_encdec(preset: str, vocab: int, seed: int):
+    """lmlab's encoder-decoder ``preset`` and a ``MarianMTModel`` of the same dimensions."""
+    import transformers
+
+    cfg = build_config(compose([f"model={preset}", "model.dropout=0.0"]))
+    if cfg.model.arch != "encoder-decoder":
+        raise SystemExit(f"--encdec-preset {preset} is {cfg.model.arch}, not encoder-decoder")
+    torch.manual_seed(seed)
+    model = Transformer(model_config(cfg, vocab)).eval()
+    m = cfg.model
+    hf_cfg = transformers.MarianConfig(
+        vocab_size=vocab, d_model=m.n_embd, encoder_layers=m.n_encoder_layer,
+        decoder_layers=m.n_decoder_layer, encoder_attention_heads=m.n_head,
+        decoder_attention_heads=m.n_head, encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff,
+        activation_function="relu", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        max_position_embeddings=m.max_len, scale_embedding=m.scale_embeddings, pad_token_id=PAD,
+        eos_token_id=EOS, decoder_start_token_id=BOS, forced_eos_token_id=None,
+        share_encoder_decoder_embeddings=True)
+    return model, transformers.MarianMTModel(hf_cfg).eval()
+
+
 def run_lmlab(model, prompts: torch.Tensor, strategy: str, new_tokens: int) -> float:
     src = torch.cat([prompts, torch.full((prompts.size(0), 1), EOS)], dim=1)  # source EOS, then BOS
     policy = STRATEGIES[strategy][0]()
@@ -67,7 +93,8 @@ def run_lmlab(model, prompts: torch.Tensor, strategy: str, new_tokens: int) -> f
 
 
 def run_hf(hf, prompts: torch.Tensor, strategy: str, new_tokens: int) -> float:
-    ids = torch.cat([prompts, torch.full((prompts.size(0), 1), EOS), torch.full((prompts.size(0), 1), BOS)], dim=1)
+    tail = [EOS] if hf.config.is_encoder_decoder else [EOS, BOS]  # Marian starts its decoder at BOS
+    ids = torch.cat([prompts, torch.tensor(tail).expand(prompts.size(0), -1)], dim=1)
     torch.manual_seed(0)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -75,13 +102,16 @@ def run_hf(hf, prompts: torch.Tensor, strategy: str, new_tokens: int) -> float:
                           min_new_tokens=new_tokens, eos_token_id=EOS, pad_token_id=PAD,
                           **STRATEGIES[strategy][1])
     seconds = time.perf_counter() - start
-    assert out.size(1) == ids.size(1) + new_tokens, "Hugging Face stopped early"
+    prefix = 1 if hf.config.is_encoder_decoder else ids.size(1)  # decoder start token, or the prompt
+    assert out.size(1) == prefix + new_tokens, "Hugging Face stopped early"
     return seconds
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="gpt-tiny", help="conf/model preset for the dimensions")
+    parser.add_argument("--archs", default="decoder-only,encoder-decoder", help="comma-separated")
+    parser.add_argument("--preset", default="gpt-tiny", help="decoder-only: conf/model preset for the dimensions")
+    parser.add_argument("--encdec-preset", default="tiny", help="encoder-decoder: conf/model preset")
     parser.add_argument("--batches", default="1,64", help="comma-separated batch sizes")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated")
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -93,6 +123,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    if not set(args.archs) <= {"decoder-only", "encoder-decoder"}:
+        parser.error(f"--archs={','.join(args.archs)}: choose from decoder-only, encoder-decoder")
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"--strategies: unknown {unknown[0]!r} (known: {', '.join(STRATEGIES)})")
@@ -106,13 +139,31 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, hf = build_models(args.preset, args.vocab, args.seed)
+    record = {"new_tokens": args.new_tokens, "prompt_len": args.prompt_len,
+              "threads": torch.get_num_threads(), "device": "cpu",
+              "transformers": __import__("transformers").__version__}
+    for arch in args.archs:
+        if arch == "decoder-only":
+            model, hf = build_models(args.preset, args.vocab, args.seed)
+            prefix, label = "", f"{args.preset} in GPT-2's layout vs GPT2LMHeadModel"
+            record.update(preset=args.preset, n_parameters=model.num_parameters(),
+                          hf_n_parameters=hf.num_parameters())
+        else:
+            model, hf = build_encdec(args.encdec_preset, args.vocab, args.seed)
+            prefix, label = "encdec_", f"{args.encdec_preset} (encoder-decoder) vs MarianMTModel"
+            record.update(encdec_preset=args.encdec_preset, encdec_n_parameters=model.num_parameters(),
+                          encdec_hf_n_parameters=hf.num_parameters())
+        bench_pair(model, hf, prefix, label, args, record)
+    print(json.dumps(record))
+    return record
+
+
+def bench_pair(model, hf, prefix: str, label: str, args, record: dict) -> None:
     g = torch.Generator().manual_seed(args.seed)
-    record = {"preset": args.preset, "n_parameters": model.num_parameters(), "new_tokens": args.new_tokens,
-              "prompt_len": args.prompt_len, "threads": torch.get_num_threads(), "device": "cpu"}
-    print(f"{args.preset} in GPT-2's layout ({model.num_parameters() / 1e6:.2f}M parameters), "
-          f"prompts of {args.prompt_len} tokens, {args.new_tokens} new tokens each, "
-          f"median of {args.repeats}, {torch.get_num_threads()} threads")
+    print(f"{label} ({model.num_parameters() / 1e6:.2f}M vs {hf.num_parameters() / 1e6:.2f}M parameters), "
+          f"prompts of {args.prompt_len} "
+          f"tokens, {args.new_tokens} new tokens each, median of {args.repeats}, "
+          f"{torch.get_num_threads()} threads")
     print(f"  {'strategy':<8} {'batch':>5} {'lmlab tok/s':>12} {'HF tok/s':>10} {'ratio':>7}")
     for strategy in args.strategies:
         for batch in args.batches:
@@ -124,14 +175,12 @@ def main(argv=None) -> dict:
                 times["lmlab"].append(run_lmlab(model, prompts, strategy, args.new_tokens))
                 times["hf"].append(run_hf(hf, prompts, strategy, args.new_tokens))
             tps = {k: batch * args.new_tokens / statistics.median(v) for k, v in times.items()}
-            key = f"{strategy}_b{batch}"
+            key = f"{prefix}{strategy}_b{batch}"
             record[f"{key}_tokens_per_s"] = round(tps["lmlab"], 1)
             record[f"{key}_hf_tokens_per_s"] = round(tps["hf"], 1)
             record[f"{key}_ratio"] = round(tps["lmlab"] / tps["hf"], 4)
             print(f"  {strategy:<8} {batch:>5} {tps['lmlab']:>12,.0f} {tps['hf']:>10,.0f} "
                   f"{tps['lmlab'] / tps['hf']:>7.3f}", flush=True)
-    print(json.dumps(record))
-    return record
 
 
 if __name__ == "__main__":

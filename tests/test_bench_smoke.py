@@ -56,5 +56,6 @@ def test_decode_speed_prints_ratios_for_every_strategy_and_batch(capsys):
     record = ds.main(["--preset", "gpt-tiny", "--batches", "1,2", "--new-tokens", "3", "--prompt-len", "4",
                       "--vocab", "50", "--repeats", "1", "--threads", "1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
-    for key in ("greedy_b1", "greedy_b2", "beam5_b1", "beam5_b2", "topp_b1", "topp_b2"):
+    for key in ("greedy_b1", "greedy_b2", "beam5_b1", "beam5_b2", "topp_b1", "topp_b2", "encdec_greedy_b2",
+                "encdec_beam5_b2", "encdec_topp_b1"):
         assert record[f"{key}_ratio"] > 0 and record[f"{key}_tokens_per_s"] > 0
