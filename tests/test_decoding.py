@@ -250,6 +250,20 @@ def test_truncation_keeps_exactly_the_documented_sets():
     assert truncate(shuffled, top_p=0.79).isfinite()[0].tolist() == [False, True, False, True]
 
 
+@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])  # flat (sorted) to peaked (topk pool), and mixed rows
+def test_nucleus_from_the_topk_pool_equals_the_full_sort(scale, monkeypatch):
+    import lmlab.decoding.search as search
+
+    logits = torch.randn(32, 500, generator=torch.Generator().manual_seed(int(scale * 10))) * scale
+    logits[::4] *= 8.0  # every fourth row peaked: some rows take the pool, others the sort
+    for top_p in (0.3, 0.9, 0.99):
+        fast = truncate(logits, top_p=top_p).isfinite()
+        monkeypatch.setattr(search, "NUCLEUS_POOL", 10**9)  # always the full sort
+        full = truncate(logits, top_p=top_p).isfinite()
+        monkeypatch.undo()
+        assert torch.equal(fast, full), (scale, top_p)
+
+
 def test_top_k_one_and_a_tiny_nucleus_are_greedy():
     want = [summary(n) for n in run(Greedy(), 10, 11, 12)]
     for policy in (Sampling(top_k=1, seed=5), Sampling(top_p=1e-6, seed=5), Sampling(min_p=0.99, seed=5)):

@@ -128,13 +128,40 @@ def truncate(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: fl
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above
-        drop = before >= top_p  # in sorted order; the first token never (before = 0 < top_p)
-        remove = torch.zeros_like(drop).scatter(1, order, drop)
-        logits = logits.masked_fill(remove, -math.inf)
+        logits = _nucleus(logits, top_p)
     if min_p > 0.0:
         probs = logits.softmax(dim=-1)
         logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, -math.inf)
     return logits
+
+
+NUCLEUS_POOL = 64  # tokens ranked first by topk before falling back to sorting the vocabulary
+
+
+def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches ``top_p``.
+
+    Sorting the whole vocabulary every step is the costly part, and a row's nucleus usually lies
+    among its first few tokens: rank the top ``NUCLEUS_POOL`` with ``topk`` and sort the whole
+    vocabulary only for the rows whose nucleus reaches beyond them. Both paths keep exactly the
+    same tokens."""
+    if logits.size(-1) <= NUCLEUS_POOL:
+        return _nucleus_sorted(logits, top_p)
+    top, order = logits.topk(NUCLEUS_POOL, dim=-1)  # (B, pool), most likely first
+    probs = (top - logits.logsumexp(dim=-1, keepdim=True)).exp()  # of the full distribution
+    before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, before < top_p)
+    out = logits.masked_fill(~keep, -math.inf)
+    beyond = (probs.sum(dim=-1) < top_p).nonzero().squeeze(1)  # rows the pool does not cover
+    if beyond.numel():
+        out[beyond] = _nucleus_sorted(logits[beyond], top_p)
+    return out
+
+
+def _nucleus_sorted(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs
+    drop = before >= top_p  # in sorted order; the first token never (before = 0 < top_p)
+    remove = torch.zeros_like(drop).scatter(1, order, drop)
+    return logits.masked_fill(remove, -math.inf)
