@@ -226,6 +226,7 @@ def test_build_policy_follows_the_checked_config():
                     ({"no_repeat_ngram_size": -2}, "decoding.no_repeat_ngram_size=-2 must be >= 0"),
                     ({"min_new_tokens": 65}, "decoding.min_new_tokens=65 must be between 0 and decoding.max_new_tokens=64"),
                     ({"early_stopping": "yes"}, "decoding.early_stopping='yes' must be one of fairseq, never"),
+                    ({"early_stopping": "never"}, "decoding.early_stopping=never needs decoding.strategy=beam"),
                     ({"strategy": "sampling"}, "decoding.strategy='sampling' must be one of greedy, beam, sample")]:
         with pytest.raises(ConfigError, match=re.escape(msg)):
             build_policy(DecodingConfig(**kw))
@@ -282,6 +283,14 @@ def test_sampling_draws_from_the_tempered_distribution_and_scores_with_the_model
             want += log(table[prefix][tok])
             prefix += (tok,)
         assert h.logprob == pytest.approx(want) and sum(h.token_logprobs) == pytest.approx(want)
+
+
+def test_sampling_survives_a_tiny_temperature_and_rows_with_no_possible_token():
+    lprobs = torch.tensor([[0.6, 0.3, 0.1]]).log().expand(2, 3).clone()
+    lprobs[1] = -math.inf  # e.g. every token banned by no_repeat_ngram_size
+    scores, tokens, _ = Sampling(temperature=1e-40, seed=0).step(1, lprobs[:, None], torch.zeros(2, 1))
+    assert tokens[0, 0] == 0 and scores[0, 0] == pytest.approx(log(0.6))  # the argmax, not a crash
+    assert scores[1, 0] == -math.inf  # a dead row: the loop ends the example
 
 
 def test_fixed_seed_sampling_is_reproducible():

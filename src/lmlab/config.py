@@ -196,6 +196,9 @@ class DecodingConfig:
                  "must be a finite number")
         _require(self.early_stopping in EARLY_STOPPING, f"{key}.early_stopping", self.early_stopping,
                  f"must be one of {', '.join(EARLY_STOPPING)}")
+        if self.strategy != "beam" and self.early_stopping != "fairseq":
+            raise ConfigError(f"{key}.early_stopping={self.early_stopping} needs {key}.strategy=beam "
+                              f"({self.strategy} keeps one hypothesis)")
         if self.strategy != "sample":
             for name, default in _SAMPLING_DEFAULTS.items():
                 if getattr(self, name) != default:

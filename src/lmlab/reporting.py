@@ -185,7 +185,8 @@ def pick_examples(records: list[dict], n: int) -> list[dict]:
 
 def write_report(metrics_path: str | Path, generations_path: str | Path, curves_dir: str | Path,
                  out_md: str | Path, figures_dir: str | Path, *, n_examples: int = 8,
-                 config: dict | None = None, sweep_dir: str | Path | None = None) -> None:
+                 config: dict | None = None, sweep_dir: str | Path = "reports/sweep",
+                 sweep_names: tuple[str, ...] = ()) -> None:
     """Write ``out_md`` and its figures (``loss.png``, ``lr.png`` in ``figures_dir``).
 
     A missing or empty curve file drops its line (or its whole figure) with a note in the report;
@@ -219,9 +220,11 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
         rel = os.path.relpath(png.resolve(), out_md.resolve().parent)
         figures.append((caption, Path(rel).as_posix()))
 
-    sweep = {}
-    if sweep_dir is not None and Path(sweep_dir).is_dir():  # one <name>/metrics.json per strategy
-        for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
-            sweep[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+    sweep = {}  # the configured strategies only: a removed entry's old files may still be there
+    for name in sweep_names:
+        path = Path(sweep_dir) / name / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run the sweep-evaluate@{name} stage")
+        sweep[name] = json.loads(path.read_text(encoding="utf-8"))
     atomic_write_text(out_md, render_report(metrics, examples, figures, config=config, notes=notes,
                                             sweep=sweep))

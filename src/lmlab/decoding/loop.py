@@ -174,8 +174,9 @@ def _cannot_improve(scores: torch.Tensor, finished: list[list[Hypothesis]], lp: 
                     max_new_tokens: int) -> torch.Tensor:
     """(A,) True where no live beam can end above the worst finished hypothesis. Log-prob sums only
     fall, so a live beam's best reachable score is its sum now over the most favourable length:
-    the longest allowed when ``lp > 0``, the shortest (one more token, EOS) otherwise."""
-    length = max_new_tokens if lp > 0 else step + 2
+    the longest allowed when ``lp > 0``, the shortest otherwise (one more token, EOS; at the last
+    step the beam ends unfinished at its current length)."""
+    length = max_new_tokens if lp > 0 else min(step + 2, max_new_tokens)
     best = scores.max(dim=1).values / (length ** lp)  # (A,)
     worst = torch.tensor([min((h.score for h in f if h.finished), default=math.inf) for f in finished],
                          device=scores.device)

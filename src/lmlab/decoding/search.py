@@ -113,7 +113,11 @@ class Sampling(BeamSearch):
 
     def step(self, step: int, lprobs: torch.Tensor, scores: torch.Tensor):
         lp = lprobs[:, 0]  # (B, V)
-        logits = truncate(lp / self.temperature, self.top_k, self.top_p, self.min_p)
+        # Shifted so the most likely token sits at 0: a tiny temperature cannot overflow to -inf.
+        # A row with no possible token (all -inf) draws anything; its -inf score ends it.
+        alive = lp.isfinite().any(dim=-1, keepdim=True)
+        shifted = torch.where(alive, lp - lp.amax(dim=-1, keepdim=True), torch.zeros_like(lp))
+        logits = truncate(shifted / self.temperature, self.top_k, self.top_p, self.min_p)
         drawn = torch.multinomial(logits.softmax(dim=-1), 1, generator=self._rng(lp.device))  # (B, 1)
         # a second candidate keeps the row alive should the draw be EOS (the example then ends)
         runner_up = lp.scatter(1, drawn, -math.inf).argmax(dim=1, keepdim=True)
@@ -143,24 +147,25 @@ def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
     Sorting the whole vocabulary every step is the costly part, and a row's nucleus usually lies
     among its first few tokens: rank the top ``NUCLEUS_POOL`` with ``topk`` and sort the whole
-    vocabulary only for the rows whose nucleus reaches beyond them. Both paths keep exactly the
-    same tokens."""
+    vocabulary only for the rows whose nucleus reaches beyond them. Both paths read the same
+    probabilities and keep the same tokens (up to the order of exactly tied logits)."""
+    probs_all = logits.softmax(dim=-1)
     if logits.size(-1) <= NUCLEUS_POOL:
-        return _nucleus_sorted(logits, top_p)
-    top, order = logits.topk(NUCLEUS_POOL, dim=-1)  # (B, pool), most likely first
-    probs = (top - logits.logsumexp(dim=-1, keepdim=True)).exp()  # of the full distribution
+        return _nucleus_sorted(logits, probs_all, top_p)
+    order = logits.topk(NUCLEUS_POOL, dim=-1).indices  # (B, pool), most likely first
+    probs = probs_all.gather(1, order)
     before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, before < top_p)
     out = logits.masked_fill(~keep, -math.inf)
-    beyond = (probs.sum(dim=-1) < top_p).nonzero().squeeze(1)  # rows the pool does not cover
+    beyond = (before[:, -1] + probs[:, -1] < top_p).nonzero().squeeze(1)  # rows the pool does not cover
     if beyond.numel():
-        out[beyond] = _nucleus_sorted(logits[beyond], top_p)
+        out[beyond] = _nucleus_sorted(logits[beyond], probs_all[beyond], top_p)
     return out
 
 
-def _nucleus_sorted(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
+def _nucleus_sorted(logits: torch.Tensor, probs_all: torch.Tensor, top_p: float) -> torch.Tensor:
+    order = logits.argsort(dim=-1, descending=True)
+    probs = probs_all.gather(1, order)
     before = probs.cumsum(dim=-1) - probs
     drop = before >= top_p  # in sorted order; the first token never (before = 0 < top_p)
     remove = torch.zeros_like(drop).scatter(1, order, drop)
