@@ -54,14 +54,14 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
         baseline = scoring.read_generations(baseline_path)
         metrics.update(scoring.paired_bootstrap(baseline, records, bleu_tokenize=e.bleu_tokenize,
                                                 n_samples=e.bootstrap_samples))
-        atomic_write_json(metrics_path, metrics)
-        return metrics
-    from .training import load_model
+    else:
+        from .training import load_model
 
-    model, _, payload = load_model(model_path)
-    metrics.update(perplexity(model, prepared_dir, "test", e.batch_size))
+        model, _, payload = load_model(model_path)
+        metrics.update(perplexity(model, prepared_dir, "test", e.batch_size))
     atomic_write_json(metrics_path, metrics)
-    from .tracking import log_evaluation
+    if baseline_path is None:
+        from .tracking import log_evaluation
 
-    log_evaluation(cfg, payload.get("summary", {}), metrics, records)
+        log_evaluation(cfg, payload.get("summary", {}), metrics, records)
     return metrics

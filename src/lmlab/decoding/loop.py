@@ -60,7 +60,7 @@ def generate(model, src: torch.Tensor, src_pad: torch.Tensor, policy, *, bos_id:
 def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_tokens, min_new_tokens,
               processors):
     B, beam, lp = src.size(0), policy.beam_size, policy.length_penalty
-    exhaustive = getattr(policy, "early_stopping", "fairseq") == "never"
+    exhaustive = policy.early_stopping == "never"
     device = src.device
     hyps: list[list[Hypothesis]] = [[] for _ in range(B)]
     n_finished = torch.zeros(B, dtype=torch.long, device=device)
@@ -115,8 +115,9 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
                                            token_lps[row].tolist() + [float(cand_lps[a, k])], True))
                 n_finished[ex] = len(hyps[ex])
 
-        # The live beams for the next step: the best `beam` non-EOS candidates (at least `beam` of
-        # the K = 2 * beam are not EOS, see search.py). Sort key: rank, pushed behind all non-EOS.
+        # The live beams for the next step: the best `beam` non-EOS candidates (policies propose
+        # enough, see search.py; with one beam an EOS candidate ends the example, and the row kept
+        # for it here is dropped below). Sort key: rank, pushed behind all non-EOS.
         key = torch.arange(K, device=device) + is_eos * K  # (A, K)
         keep_k = key.topk(beam, dim=1, largest=False).indices  # (A, beam), in rank order
         scores = cand_scores.gather(1, keep_k)  # (A, beam)
@@ -178,7 +179,7 @@ def _cannot_improve(scores: torch.Tensor, finished: list[list[Hypothesis]], lp: 
     step the beam ends unfinished at its current length)."""
     length = max_new_tokens if lp > 0 else min(step + 2, max_new_tokens)
     best = scores.max(dim=1).values / (length ** lp)  # (A,)
-    worst = torch.tensor([min((h.score for h in f if h.finished), default=math.inf) for f in finished],
+    worst = torch.tensor([min((h.score for h in f), default=math.inf) for f in finished],
                          device=scores.device)
     return best <= worst
 

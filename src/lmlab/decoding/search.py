@@ -9,7 +9,9 @@ method::
 
 ``scores`` are the running sums of token log-probs of the live beams, ``cand_scores`` the sums
 after appending ``cand_tokens[b, k]`` to beam ``cand_beams[b, k]``, in the policy's order of
-preference (the loop keeps the first ``beam_size`` that do not end in EOS).
+preference (the loop keeps the first ``beam_size`` that do not end in EOS, so a policy proposes
+enough non-EOS candidates to refill the beam; with one beam, a single candidate will do, since an
+EOS among the first ``beam_size`` finishes the example).
 
 The policies trust their arguments: ``lmlab.config.DecodingConfig.check`` validates the settings
 (and ``build_policy`` builds a policy from a checked config).
@@ -119,11 +121,8 @@ class Sampling(BeamSearch):
         shifted = torch.where(alive, lp - lp.amax(dim=-1, keepdim=True), torch.zeros_like(lp))
         logits = truncate(shifted / self.temperature, self.top_k, self.top_p, self.min_p)
         drawn = torch.multinomial(logits.softmax(dim=-1), 1, generator=self._rng(lp.device))  # (B, 1)
-        # a second candidate keeps the row alive should the draw be EOS (the example then ends)
-        runner_up = lp.scatter(1, drawn, -math.inf).argmax(dim=1, keepdim=True)
-        cand_tokens = torch.cat([drawn, runner_up], dim=1)  # (B, 2)
-        cand_scores = lp.gather(1, cand_tokens) + scores
-        return cand_scores, cand_tokens, torch.zeros_like(cand_tokens)
+        # one candidate is enough with one beam: a drawn EOS finishes the example
+        return lp.gather(1, drawn) + scores, drawn, torch.zeros_like(drawn)
 
 
 def truncate(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
