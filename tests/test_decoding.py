@@ -265,6 +265,21 @@ def test_nucleus_from_the_topk_pool_equals_the_full_sort(scale, monkeypatch):
         assert torch.equal(fast, full), (scale, top_p)
 
 
+@pytest.mark.parametrize("width", [5, 256, 300, 6000, 50257])
+def test_first_argmax_equals_argmax_ties_included(width):
+    from lmlab.decoding.search import first_argmax
+
+    g = torch.Generator().manual_seed(width)
+    x = torch.randn(16, width, generator=g)
+    x[1] = -math.inf  # a row with no possible token: index 0, like argmax
+    x[2, -1] = x[2, 0] = 50.0  # a tie between the first column and the tail: the first wins
+    x[3, width // 2] = x[3, width - 1] = 50.0
+    x[4] = x[4].round()  # many ties everywhere
+    x[5, 128:] = 7.0  # a tie across whole blocks
+    assert torch.equal(first_argmax(x), x.argmax(dim=1))
+    assert first_argmax(x)[2] == 0
+
+
 def test_top_k_one_and_a_tiny_nucleus_are_greedy():
     want = [summary(n) for n in run(Greedy(), 10, 11, 12)]
     for policy in (Sampling(top_k=1, seed=5), Sampling(top_p=1e-6, seed=5), Sampling(min_p=0.99, seed=5)):

@@ -70,35 +70,36 @@ class KVCache:
     """Per-layer keys and values of the decoder: self-attention grows by one step per call,
     cross-attention is computed once from the encoder memory and then reused.
 
-    Self-attention keys and values live in buffers with room for ``GROW`` more positions, so a
-    step writes its keys in place instead of copying the whole history into a new tensor. The room
-    is kept small because beam search copies whole buffers when it reorders them.
+    A layer's self-attention keys and values share one buffer (2, B, nh, room, hs) with room for
+    ``GROW`` more positions, so a step writes both in place with one copy instead of copying the
+    whole history into a new tensor. The room is kept small because beam search copies whole
+    buffers when it reorders them.
     """
 
     GROW = 32
 
     def __init__(self, n_layer: int):
-        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer  # buffers
+        self.self_kv: list[torch.Tensor | None] = [None] * n_layer  # buffers
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
         self._len = 0  # positions filled in the self-attention buffers (the same in every layer)
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add this call's keys and values (B, nh, T, hs) of ``layer``; return all of them so far.
-        The length advances once every layer has appended (the last layer moves it)."""
-        T, start = k.size(2), self._len
+    def append(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this call's keys and values, stacked (2, B, nh, T, hs), of ``layer``; return all
+        keys and all values so far. The length advances once every layer has appended (the last
+        layer moves it)."""
+        T, start = kv.size(3), self._len
         buf = self.self_kv[layer]
-        if buf is None or buf[0].size(2) < start + T:
-            room = start + T + self.GROW
-            grown = tuple(t.new_empty(t.size(0), t.size(1), room, t.size(3)) for t in (k, v))
+        if buf is None or buf.size(3) < start + T:
+            two, B, nh, _, hs = kv.shape
+            grown = kv.new_empty(two, B, nh, start + T + self.GROW, hs)
             if buf is not None:
-                for old, new in zip(buf, grown):
-                    new[:, :, :start] = old[:, :, :start]
+                grown[:, :, :, :start] = buf[:, :, :, :start]
             buf = self.self_kv[layer] = grown
-        buf[0][:, :, start:start + T] = k
-        buf[1][:, :, start:start + T] = v
+        buf[:, :, :, start:start + T] = kv
         if layer == len(self.self_kv) - 1:
             self._len = start + T
-        return buf[0][:, :, :start + T], buf[1][:, :, :start + T]
+        k, v = buf[:, :, :, :start + T]
+        return k, v
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` of every cached tensor (beam search picks surviving beams). Only
@@ -106,9 +107,8 @@ class KVCache:
         L = self._len
         for i, buf in enumerate(self.self_kv):
             if buf is not None:
-                fresh = tuple(t.new_empty(index.numel(), *t.shape[1:]) for t in buf)
-                for old, new in zip(buf, fresh):
-                    torch.index_select(old[:, :, :L], 0, index, out=new[:, :, :L])
+                fresh = buf.new_empty(buf.size(0), index.numel(), *buf.shape[2:])
+                torch.index_select(buf[:, :, :, :L], 1, index, out=fresh[:, :, :, :L])
                 self.self_kv[i] = fresh
         for i, kv in enumerate(self.cross_kv):
             if kv is not None:
@@ -149,11 +149,14 @@ class Attention(nn.Module):
                 if slot is not None:
                     slot[0].cross_kv[slot[1]] = (k, v)
         else:
-            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            B, T, C = x.shape
+            qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv  # each (B, nh, T, hs)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if slot is not None:
-                k, v = slot[0].append(slot[1], k, v)
+                kv = qkv[1:] if rope is None else torch.stack((k, v))  # (2, B, nh, T, hs)
+                k, v = slot[0].append(slot[1], kv)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0,
@@ -182,7 +185,7 @@ class FeedForward(nn.Module):
             h = F.relu(h)
         else:
             h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
-        return self.down(self.drop(h))
+        return self.down(self.drop(h) if self.training else h)
 
 
 class Block(nn.Module):
@@ -199,7 +202,13 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def _residual(self, x, f, ln):
-        return x + self.drop(f(ln(x))) if self.norm_first else ln(x + self.drop(f(x)))
+        # (dropout modules are only called in training: in eval they would be one more call per
+        # sublayer and decoding step for nothing)
+        if self.norm_first:
+            h = f(ln(x))
+            return x + (self.drop(h) if self.training else h)
+        h = f(x)
+        return ln(x + (self.drop(h) if self.training else h))
 
     def forward(self, x, mask=None, is_causal=False, rope=None, memory=None, mem_mask=None,
                 cache=None, layer=0):
@@ -286,7 +295,7 @@ class Transformer(nn.Module):
             x = x + self.pos_table[pos]
         else:
             rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])  # (B|1, 1, T, hs)
-        return self.drop(x), rope  # (B, T, C)
+        return (self.drop(x) if self.training else x), rope  # (B, T, C)
 
     @staticmethod
     def attention_mask(pad: torch.Tensor) -> torch.Tensor:
@@ -358,15 +367,16 @@ class Transformer(nn.Module):
         else:
             if cache is None or cache.length() != P + start:
                 raise ValueError("decode(start > 0) of a decoder-only model needs the cache of the earlier steps")
-            ids = tgt
-            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(B, start + T)], dim=1)
+            ids, key_pad = tgt, None
             pos = n_real + start + torch.arange(T, device=tgt.device)  # (B, T)
-        L, K = ids.size(1), key_pad.size(1)
+        L, K = ids.size(1), P + start + T
         x, rope = self._embed(ids, pos, K)
         if not prompt_pad.any() and (start == 0 or T == 1):
             # no padding: plain causal attention (one new position sees everything cached), which
             # lets SDPA skip the mask
             return self._run_decoder(x, rope, cache, last=T, is_causal=start == 0 and L > 1)
+        if key_pad is None:
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(B, start + T)], dim=1)
         causal = torch.ones(L, K, dtype=torch.bool, device=tgt.device).tril(K - L)  # (L, K)
         # A padding query may see only itself: a row with nothing to attend to would give NaN.
         itself = causal.triu(K - L)  # (L, K), the diagonal ending in the bottom-right corner

