@@ -13,7 +13,7 @@ def upstream(cfg) -> dict:
 def run(cfg, metrics, generations, curves_dir, out, figures_dir, sweep_dir):
     write_report(metrics, generations, curves_dir, out, figures_dir,
                  n_examples=cfg.evaluate.report_examples, config=upstream(cfg), sweep_dir=sweep_dir,
-                 sweep_names=tuple(cfg.sweep))
+                 sweep_names=tuple(cfg.sweep), task=cfg.data.task)
     print(f"wrote {out}")
 
 

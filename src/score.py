@@ -1,5 +1,6 @@
 """Stage `evaluate` (named score.py: a file called evaluate.py would shadow the `evaluate`
-package whenever src/ is on sys.path): BLEU, chrF, ROUGE and test perplexity into reports/metrics.json.
+package whenever src/ is on sys.path): the task's metrics (translation: BLEU, chrF, TER, ROUGE;
+summarization: ROUGE beside the lead baseline's) and test perplexity into reports/metrics.json.
 
     python src/score.py --params params.yaml                           # decoding (stage evaluate)
     python src/score.py --params params.yaml --strategy topp --generations reports/sweep/topp/generations.jsonl \
@@ -8,14 +9,18 @@ package whenever src/ is on sys.path): BLEU, chrF, ROUGE and test perplexity int
 
 from lmlab.cli import stage_main
 from lmlab.evaluation import evaluate
+from lmlab.scoring import summary_line
 
 
 def run(cfg, generations, model, prepared_dir, metrics, baseline):
     m = evaluate(cfg, generations, model, prepared_dir, metrics, baseline or None)
-    tail = (f"perplexity {m['perplexity']:.3f}" if "perplexity" in m else
-            f"against {baseline}: BLEU {m['bleu_delta']:+.2f} (p = {m['bleu_p_value']:.4f}), "
-            f"chrF {m['chrf_delta']:+.2f} (p = {m['chrf_p_value']:.4f})")
-    print(f"wrote {metrics}: BLEU {m['bleu']:.2f}, chrF {m['chrf']:.2f}, ROUGE-L {m['rougeL']:.2f}, {tail}")
+    line = summary_line(m, cfg.data.task)
+    if "perplexity" in m:
+        line += f", perplexity {m['perplexity']:.3f}"
+    if "bleu_delta" in m:
+        line += (f"; against {baseline}: BLEU {m['bleu_delta']:+.2f} (p = {m['bleu_p_value']:.4f}), "
+                 f"chrF {m['chrf_delta']:+.2f} (p = {m['chrf_p_value']:.4f})")
+    print(f"wrote {metrics}: {line}")
 
 
 def main(argv=None) -> int:

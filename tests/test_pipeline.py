@@ -13,8 +13,8 @@ from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
-    "bleu", "chrf", "bleu_signature", "chrf_signature", "rouge1", "rouge2", "rougeL", "rougeLsum",
-    "rouge_stemmer", "mean_hyp_words", "mean_hyp_tokens", "len_cap_rate", "n_examples", "loss",
+    "bleu", "chrf", "ter", "bleu_signature", "chrf_signature", "ter_signature", "rouge1", "rouge2",
+    "rougeL", "rougeLsum", "rouge_stemmer", "mean_hyp_words", "mean_hyp_tokens", "len_cap_rate", "n_examples", "loss",
     "perplexity",
 }
 STAGES = ["download", "prepare", "train", "generate", "evaluate", "report"]

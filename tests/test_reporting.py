@@ -193,13 +193,20 @@ def test_report_stage_main_in_process(run_dir, capsys):
     spec = importlib.util.spec_from_file_location("report_stage", ROOT / "src" / "report.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
-    root, _ = run_dir
+    root, main_metrics = run_dir
     metrics, gen, curves, out, figs = report_args(root)
+    sweep_dir = root / "reports" / "sweep"
+    for name in ("beam4", "topp"):  # the sweep of params.yaml
+        atomic_write_json(sweep_dir / name / "metrics.json",
+                          {**main_metrics, "bleu_delta": 0.0, "bleu_p_value": 1.0, "chrf_delta": 0.0,
+                           "chrf_p_value": 1.0, "bootstrap_samples": 1000})
     rc = stage.main(["--params", str(ROOT / "params.yaml"), "--metrics", str(metrics), "--generations",
-                     str(gen), "--curves-dir", str(curves), "--out", str(out), "--figures-dir", str(figs)])
+                     str(gen), "--curves-dir", str(curves), "--out", str(out), "--figures-dir", str(figs),
+                     "--sweep-dir", str(sweep_dir)])
     assert rc == 0, capsys.readouterr().err
     md = out.read_text()
     assert "![Learning rate](figures/lr.png)" in md and "## Config" in md
+    assert "| beam4 | 89.48 | 91.84 | 10.00 |" in md and "| topp | 89.48 |" in md
     # evaluate.report_examples in params.yaml is 8: eight example rows.
     assert sum(line.startswith("| ") and " piped |" in line for line in md.splitlines()) == 8
 
@@ -223,15 +230,28 @@ def test_atomic_writes(tmp_path):
 def test_strategy_table_marks_significant_differences():
     from lmlab.reporting import strategy_table
 
-    main = {"bleu": 30.0, "chrf": 50.0, "rougeL": 40.0, "mean_hyp_words": 10.0}
-    sweep = {"beam4": {"bleu": 31.5, "chrf": 50.2, "rougeL": 41.0, "mean_hyp_words": 9.5,
+    main = {"bleu": 30.0, "chrf": 50.0, "ter": 60.0, "mean_hyp_words": 10.0}
+    sweep = {"beam4": {"bleu": 31.5, "chrf": 50.2, "ter": 58.25, "mean_hyp_words": 9.5,
                        "bleu_delta": 1.5, "bleu_p_value": 0.01, "chrf_delta": 0.2, "chrf_p_value": 0.3,
                        "bootstrap_samples": 1000}}
     assert strategy_table(main, sweep) == [
-        "| strategy | BLEU | chrF | ROUGE-L | mean words | ΔBLEU (p) | ΔchrF (p) |",
+        "| strategy | BLEU | chrF | TER | mean words | ΔBLEU (p) | ΔchrF (p) |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        "| decoding (baseline) | 30.00 | 50.00 | 40.00 | 10.00 | | |",
-        "| beam4 | 31.50 | 50.20 | 41.00 | 9.50 | +1.50* (0.010) | +0.20 (0.300) |",
+        "| decoding (baseline) | 30.00 | 50.00 | 60.00 | 10.00 | | |",
+        "| beam4 | 31.50 | 50.20 | 58.25 | 9.50 | +1.50* (0.010) | +0.20 (0.300) |",
         "",
         "\\* significant at p < 0.05 (sacreBLEU's paired bootstrap, 1000 resamples, against the baseline).",
+    ]
+
+
+def test_strategy_table_of_a_summarization_sweep_shows_rouge_without_bleu_tests():
+    from lmlab.reporting import strategy_table
+
+    main = {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0, "rougeLsum": 35.0, "mean_hyp_words": 12.0}
+    sweep = {"beam4": {**main, "rouge1": 41.0, "mean_hyp_words": 11.0}}
+    assert strategy_table(main, sweep, task="summarization") == [
+        "| strategy | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | mean words |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| decoding (baseline) | 40.00 | 20.00 | 30.00 | 35.00 | 12.00 |",
+        "| beam4 | 41.00 | 20.00 | 30.00 | 35.00 | 11.00 |",
     ]

@@ -12,7 +12,7 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from lmlab.scoring import read_generations, score, split_sentences
 
-KEYS = ["bleu", "chrf", "bleu_signature", "chrf_signature", "rouge1", "rouge2", "rougeL", "rougeLsum",
+KEYS = ["bleu", "chrf", "ter", "bleu_signature", "chrf_signature", "ter_signature", "rouge1", "rouge2", "rougeL", "rougeLsum",
         "rouge_stemmer", "mean_hyp_words", "mean_hyp_tokens", "len_cap_rate", "n_examples"]
 
 
@@ -34,6 +34,7 @@ def test_identical_hypotheses_score_100_everywhere():
     assert list(m) == KEYS
     for key in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"):
         assert m[key] == 100.0, key
+    assert m["ter"] == 0.0
     assert m["n_examples"] == 2 and m["len_cap_rate"] == 0.0 and m["mean_hyp_tokens"] == 7.0
 
 
@@ -75,6 +76,8 @@ def test_parity_with_sacrebleu_and_rouge_score_on_a_corpus():
 
     assert m["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a").score, 4)
     assert m["chrf"] == round(sacrebleu.corpus_chrf(hyps, [refs]).score, 4)
+    assert m["ter"] == round(sacrebleu.corpus_ter(hyps, [refs]).score, 4)
+    assert m["ter_signature"].startswith("nrefs:1|case:lc|tok:tercom|")
 
     scorer = RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
     raw = [scorer.score(r, h) for h, r in pairs]                         # plain strings
@@ -206,3 +209,100 @@ def test_paired_bootstrap_against_a_baseline():
     assert worse["bleu_p_value"] < 0.05  # two-sided: significantly worse; the sign is the delta's
     with pytest.raises(ValueError, match="the references differ"):
         paired_bootstrap(good, [rec(i, r, "x") for i, r in enumerate(refs)])
+
+
+# --- tasks, tokenizers and the language-modelling metrics -----------------------------------------
+
+ASCII_TEXTS = ["The quick brown foxes were running faster than 3.5 dogs!", "It's a don't-stop, well-known",
+               "Prices rose 12% in 2024; analysts (mostly) agreed.", "", "   ", "A_B c__d e-f",
+               "Generalization generalizes generally", "x y z"]
+
+
+@pytest.mark.parametrize("stemmer", [True, False])
+def test_unicode_rouge_tokenizer_equals_rouge_score_on_ascii(stemmer):
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    from lmlab.scoring import UnicodeTokenizer
+
+    ours, theirs = UnicodeTokenizer(stemmer), DefaultTokenizer(stemmer)
+    for text in ASCII_TEXTS:
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+
+
+def test_rouge_scores_chinese_and_accented_text():
+    from lmlab.scoring import UnicodeTokenizer
+
+    assert UnicodeTokenizer(True).tokenize("Running Dogs, l'été 猫が好き") == [
+        "run", "dog", "l", "été", "猫", "が", "好", "き"]
+    # 我喜欢猫 vs 我喜欢狗: 3 of 4 characters shared -> ROUGE-1 F = 0.75; rouge-score's own tokenizer gives 0
+    m = score([rec(0, "我喜欢狗", "我喜欢猫")])
+    assert m["rouge1"] == 75.0 and m["rouge2"] == round(100 * 2 / 3, 4)
+    assert RougeScorer(["rouge1"]).score("我喜欢猫", "我喜欢狗")["rouge1"].fmeasure == 0.0
+    # été is one word, not "t": the accented words match whole
+    assert score([rec(0, "un été chaud", "un été froid")])["rouge1"] == round(100 * 2 / 3, 4)
+
+
+@pytest.mark.parametrize("lang, requested, expected", [
+    ("zh", "auto", "zh"), ("zh-Hans", "auto", "zh"), ("ZH_cn", "auto", "zh"), ("fr", "auto", "13a"),
+    (None, "auto", "13a"), ("zh", "intl", "intl"), ("de", "none", "none")])
+def test_bleu_tokenizer_follows_the_target_language(lang, requested, expected):
+    from lmlab.scoring import bleu_tokenizer_for
+
+    assert bleu_tokenizer_for(lang, requested) == expected
+
+
+def test_japanese_uses_mecab_only_where_installed():
+    import importlib.util
+
+    from lmlab.scoring import bleu_tokenizer_for
+
+    have = importlib.util.find_spec("MeCab") is not None
+    assert bleu_tokenizer_for("ja") == ("ja-mecab" if have else "13a")
+
+
+def test_distinct_n_and_seq_repetition_by_hand():
+    from lmlab.scoring import distinct_n, seq_repetition
+
+    texts = ["a b a b", "a b c", ""]
+    # unigrams: a b a b a b c -> 3 distinct of 7; bigrams: ab ba ab | ab bc -> {ab, ba, bc} of 5
+    assert distinct_n(texts, 1) == 3 / 7 and distinct_n(texts, 2) == 3 / 5
+    assert distinct_n(texts, 5) == 0.0
+    # seq-rep-2: "a b a b" has ab ba ab -> 1 - 2/3; "a b c" -> 0; "" has no bigram and is left out
+    assert seq_repetition(texts, 2) == pytest.approx((1 / 3 + 0) / 2)
+    assert seq_repetition(["a a a a"], 1) == 0.75
+
+
+def test_each_task_scores_its_own_metrics():
+    from lmlab.scoring import lead
+
+    doc = "Storms hit the coast. Ten homes flooded. Schools will close. The mayor spoke later."
+    assert lead(doc) == "Storms hit the coast. Ten homes flooded. Schools will close."
+    assert lead(doc, 1) == "Storms hit the coast."
+    records = [rec(0, "Ten homes flooded in storms.", "Storms flooded ten homes.", source=doc)]
+    summ = score(records, task="summarization")
+    assert "bleu" not in summ and "ter" not in summ
+    scorer = RougeScorer(["rouge1", "rougeLsum"], use_stemmer=True)
+    lead_split = "\n".join(split_sentences(lead(doc)))
+    assert summ["lead3_rouge1"] == round(100 * scorer.score("Storms flooded ten homes.", lead(doc))["rouge1"].fmeasure, 4)
+    assert summ["lead3_rougeLsum"] == round(
+        100 * scorer.score("Storms flooded ten homes.", lead_split)["rougeLsum"].fmeasure, 4)
+    assert summ["rouge1"] == round(100 * scorer.score("Storms flooded ten homes.",
+                                                      "Ten homes flooded in storms.")["rouge1"].fmeasure, 4)
+
+    lm = score([rec(0, "a b a b", "", hyp_tokens=4), rec(1, "a b c", "")], task="language_modeling")
+    assert list(lm) == ["distinct_1", "distinct_2", "distinct_3", "distinct_4", "seq_rep_2", "seq_rep_4",
+                        "mean_hyp_words", "mean_hyp_tokens", "len_cap_rate", "n_examples"]
+    assert lm["distinct_1"] == round(3 / 7, 4) and lm["seq_rep_2"] == round(1 / 6, 4)
+    with pytest.raises(ValueError, match="task='qa' must be one of translation, summarization, language_modeling"):
+        score(records, task="qa")
+
+
+def test_summary_line_shows_the_task_metrics_and_the_lead_beside():
+    from lmlab.scoring import summary_line
+
+    assert summary_line({"bleu": 31.2, "chrf": 58.1, "ter": 52.4, "rougeL": 1.0}, "translation") == \
+        "BLEU 31.20, chrF 58.10, TER 52.40"
+    m = {"rouge1": 40, "rouge2": 18, "rougeL": 30, "rougeLsum": 36,
+         "lead3_rouge1": 35, "lead3_rouge2": 15, "lead3_rougeL": 25, "lead3_rougeLsum": 33}
+    assert summary_line(m, "summarization") == ("ROUGE-1 40.00 (lead 35.00), ROUGE-2 18.00 (lead 15.00), "
+                                                "ROUGE-L 30.00 (lead 25.00), ROUGE-Lsum 36.00 (lead 33.00)")

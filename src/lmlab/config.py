@@ -30,6 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
 
 
+TASKS = ("translation", "summarization", "language_modeling")
+
+
 class ConfigError(ValueError):
     """A bad key or value; the message names it."""
 
@@ -37,6 +40,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "synthetic"
+    task: str = "translation"  # translation | summarization | language_modeling: which metrics
+    source_lang: str | None = None  # ISO codes; the target's picks sacreBLEU's tokenizer
+    target_lang: str | None = None
     seed: int = 1234
     n_train: int = 20000
     n_valid: int = 1000
@@ -44,6 +50,7 @@ class DataConfig:
 
     def check(self) -> None:
         _require(self.name in ("synthetic",), "data.name", self.name, "must be 'synthetic'")
+        _require(self.task in TASKS, "data.task", self.task, f"must be one of {', '.join(TASKS)}")
         for key in ("n_train", "n_valid", "n_test"):
             _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
 
@@ -237,7 +244,7 @@ class LoggerConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    bleu_tokenize: str = "13a"
+    bleu_tokenize: str = "auto"
     rouge_stemmer: bool = True
     batch_size: int = 64
     report_examples: int = 8
@@ -246,7 +253,7 @@ class EvaluateConfig:
     def check(self) -> None:
         import sacrebleu
 
-        choices = sacrebleu.BLEU.TOKENIZERS
+        choices = ["auto", *sacrebleu.BLEU.TOKENIZERS]
         _require(self.bleu_tokenize in choices, "evaluate.bleu_tokenize", self.bleu_tokenize,
                  f"must be one of {', '.join(choices)}")
         _require(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "must be >= 1")

@@ -48,11 +48,12 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
     from . import scoring
 
     records = scoring.read_generations(generations_path)
-    e = cfg.evaluate
-    metrics = scoring.score(records, bleu_tokenize=e.bleu_tokenize, rouge_stemmer=e.rouge_stemmer)
-    if baseline_path is not None:
+    e, task = cfg.evaluate, cfg.data.task
+    bleu_tokenize = scoring.bleu_tokenizer_for(cfg.data.target_lang, e.bleu_tokenize)
+    metrics = scoring.score(records, task=task, bleu_tokenize=bleu_tokenize, rouge_stemmer=e.rouge_stemmer)
+    if baseline_path is not None and task == "translation":  # sacreBLEU's test covers BLEU and chrF
         baseline = scoring.read_generations(baseline_path)
-        metrics.update(scoring.paired_bootstrap(baseline, records, bleu_tokenize=e.bleu_tokenize,
+        metrics.update(scoring.paired_bootstrap(baseline, records, bleu_tokenize=bleu_tokenize,
                                                 n_samples=e.bootstrap_samples))
     else:
         from .training import load_model

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_path, atomic_write_text
-from .scoring import read_generations
+from .scoring import MAIN_METRICS, METRIC_NAMES, read_generations
 
 # Figure file -> (caption, y label, [(curve file, legend label), ...]); the curve files are the ones
 # the train stage writes (see ``training.CURVES``).
@@ -108,30 +108,36 @@ def _link(path: str) -> str:
     return f"<{path}>" if any(c in path for c in " ()") else path
 
 
-def strategy_table(main: dict, sweep: dict[str, dict], main_name: str = "decoding") -> list[str]:
-    """Markdown rows comparing the main strategy with each sweep strategy: scores, differences and
-    paired-bootstrap p-values (a difference counts as significant at p < 0.05)."""
-    lines = ["| strategy | BLEU | chrF | ROUGE-L | mean words | ΔBLEU (p) | ΔchrF (p) |",
-             "|---|---:|---:|---:|---:|---:|---:|",
-             f"| {_cell(main_name)} (baseline) | {main['bleu']:.2f} | {main['chrf']:.2f} | "
-             f"{main['rougeL']:.2f} | {main['mean_hyp_words']:.2f} | | |"]
-    for name, m in sweep.items():
-        cells = []
-        for key in ("bleu", "chrf"):
+def strategy_table(main: dict, sweep: dict[str, dict], main_name: str = "decoding",
+                   task: str = "translation") -> list[str]:
+    """Markdown rows comparing the main strategy with each sweep strategy: the task's main scores,
+    and for translation the differences and paired-bootstrap p-values (a difference counts as
+    significant at p < 0.05)."""
+    keys = MAIN_METRICS[task]
+    tested = [k for k in ("bleu", "chrf") if sweep and all(f"{k}_p_value" in m for m in sweep.values())]
+    header = ["strategy", *(METRIC_NAMES[k] for k in keys), "mean words",
+              *(f"Δ{METRIC_NAMES[k]} (p)" for k in tested)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, m in [(f"{main_name} (baseline)", main), *sweep.items()]:
+        cells = [_cell(name), *(f"{m[k]:.2f}" for k in keys), f"{m['mean_hyp_words']:.2f}"]
+        for key in tested:
+            if m is main:
+                cells.append("")
+                continue
             p = m[f"{key}_p_value"]
-            mark = "*" if p < 0.05 else ""
-            cells.append(f"{m[f'{key}_delta']:+.2f}{mark} ({p:.3f})")
-        lines.append(f"| {_cell(name)} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['rougeL']:.2f} | "
-                     f"{m['mean_hyp_words']:.2f} | {cells[0]} | {cells[1]} |")
-    n = next(iter(sweep.values()))["bootstrap_samples"] if sweep else 0
-    lines += ["", f"\\* significant at p < 0.05 (sacreBLEU's paired bootstrap, {n} resamples, "
-                  "against the baseline)."]
+            cells.append(f"{m[f'{key}_delta']:+.2f}{'*' if p < 0.05 else ''} ({p:.3f})")
+        lines.append("|" + "".join(f" {c} |" if c else " |" for c in cells))
+    if tested:
+        n = next(iter(sweep.values()))["bootstrap_samples"]
+        lines += ["", f"\\* significant at p < 0.05 (sacreBLEU's paired bootstrap, {n} resamples, "
+                      "against the baseline)."]
     return lines
 
 
 def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, str]], *,
                   title: str = "lmlab report", config: dict | None = None,
-                  notes: list[str] | None = None, sweep: dict[str, dict] | None = None) -> str:
+                  notes: list[str] | None = None, sweep: dict[str, dict] | None = None,
+                  task: str = "translation") -> str:
     """The report as markdown.
 
     ``figures`` are ``(caption, path)`` with paths relative to where the markdown will live;
@@ -146,7 +152,7 @@ def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, 
         lines += ["", "### Metric signatures", ""]
         lines += [f"- {k.removesuffix('_signature')}: `{v}`" for k, v in signatures.items()]
     if sweep:
-        lines += ["", "## Decoding strategies (same model)", ""] + strategy_table(metrics, sweep)
+        lines += ["", "## Decoding strategies (same model)", ""] + strategy_table(metrics, sweep, task=task)
 
     lines += ["", "## Figures", ""]
     for caption, path in figures:
@@ -186,7 +192,7 @@ def pick_examples(records: list[dict], n: int) -> list[dict]:
 def write_report(metrics_path: str | Path, generations_path: str | Path, curves_dir: str | Path,
                  out_md: str | Path, figures_dir: str | Path, *, n_examples: int = 8,
                  config: dict | None = None, sweep_dir: str | Path = "reports/sweep",
-                 sweep_names: tuple[str, ...] = ()) -> None:
+                 sweep_names: tuple[str, ...] = (), task: str = "translation") -> None:
     """Write ``out_md`` and its figures (``loss.png``, ``lr.png`` in ``figures_dir``).
 
     A missing or empty curve file drops its line (or its whole figure) with a note in the report;
@@ -227,4 +233,4 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
             raise FileNotFoundError(f"{path} not found: run the sweep-evaluate@{name} stage")
         sweep[name] = json.loads(path.read_text(encoding="utf-8"))
     atomic_write_text(out_md, render_report(metrics, examples, figures, config=config, notes=notes,
-                                            sweep=sweep))
+                                            sweep=sweep, task=task))

@@ -5,7 +5,18 @@ input order::
 
     {"id": 0, "source": "...", "reference": "...", "hypothesis": "...", "hyp_tokens": 7, "hit_max_len": false}
 
-:func:`score` returns one flat dict with stable keys, ready for ``reports/metrics.json``.
+:func:`score` returns one flat dict with stable keys, ready for ``reports/metrics.json``. Which
+metrics depends on the task, each scored with what its field reports:
+
+* translation: sacreBLEU BLEU, chrF and TER (with their signatures; BLEU's tokenizer follows the
+  target language, :func:`bleu_tokenizer_for`), and ROUGE;
+* summarization: ROUGE-1/2/L/Lsum, and the same for the lead baseline (the source's first
+  sentences, :func:`lead`), so the model's scores can be read against it;
+* language modelling: distinct-n (Li et al., 2016) and sequence-level repetition (Welleck et al.,
+  2019) of the sampled continuations (perplexity comes from the model, in ``evaluation``).
+
+ROUGE is computed with rouge-score and :class:`UnicodeTokenizer`, which equals rouge-score's own
+tokenizer on ASCII text but does not drop letters outside a-z (rouge-score scores Chinese 0).
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import json
 import re
 from pathlib import Path
 from statistics import fmean
+
+from .config import TASKS
 
 # key -> accepted type(s). bool is a subclass of int, so ints are checked to be "int and not bool".
 RECORD_KEYS: dict[str, type] = {
@@ -73,54 +86,171 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in marked.split("\n") if s.strip()]
 
 
-def _rouge(records: list[dict], use_stemmer: bool) -> dict[str, float]:
-    """Mean ROUGE F-measures ×100. Every type is scored on newline-split sentences: ROUGE-Lsum needs
-    them, and rouge-score's tokenizer treats the newlines as spaces for the other types."""
+# Scripts written without spaces between words: each character is a token (as sacreBLEU's `zh`
+# tokenizer does for Chinese). Han, hiragana, katakana, Thai, Lao, Khmer, Myanmar.
+_UNSPACED = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff"
+                       r"\u1780-\u17ff\u1000-\u109f])")
+_WORD = re.compile(r"[^\W_]+")  # a run of letters and digits, in any script
+
+
+class UnicodeTokenizer:
+    """ROUGE tokens for any script. On ASCII text it gives exactly rouge-score's tokens (lowercase,
+    runs of [a-z0-9], Porter stems of words longer than 3 letters); elsewhere letters of every
+    script count, words of unspaced scripts split into characters, and only ASCII words are
+    stemmed (the Porter stemmer is English). rouge-score's own tokenizer deletes every letter
+    outside a-z: "été" becomes "t", and Chinese text has no token at all, so scores 0.
+
+        >>> UnicodeTokenizer(use_stemmer=True).tokenize("Running Dogs, l'été 猫が好き")
+        ['run', 'dog', 'l', 'été', '猫', 'が', '好', 'き']
+    """
+
+    def __init__(self, use_stemmer: bool = False):
+        from nltk.stem import porter
+
+        self._stemmer = porter.PorterStemmer() if use_stemmer else None
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens = []
+        for word in _WORD.findall(text.lower()):
+            for piece in _UNSPACED.split(word):
+                if not piece:
+                    continue
+                if self._stemmer is not None and len(piece) > 3 and piece.isascii():
+                    piece = self._stemmer.stem(piece)
+                tokens.append(piece)
+        return tokens
+
+
+def _rouge(pairs: list[tuple[str, str]], use_stemmer: bool, prefix: str = "") -> dict[str, float]:
+    """Mean ROUGE F-measures ×100 of (hypothesis, reference) pairs. Every type is scored on
+    newline-split sentences: ROUGE-Lsum needs them, and the other types read newlines as spaces."""
     from rouge_score.rouge_scorer import RougeScorer
 
-    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+    scorer = RougeScorer(list(ROUGE_TYPES), tokenizer=UnicodeTokenizer(use_stemmer))
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for rec in records:
-        # An empty hypothesis (or one with no [a-z0-9] token) scores 0, it does not raise.
-        scores = scorer.score("\n".join(split_sentences(rec["reference"])),
-                              "\n".join(split_sentences(rec["hypothesis"])))
+    for hyp, ref in pairs:
+        # An empty hypothesis (or one with no letter or digit) scores 0, it does not raise.
+        scores = scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(hyp)))
         for t in ROUGE_TYPES:
             totals[t] += scores[t].fmeasure
-    return {t: round(100 * totals[t] / len(records), 4) for t in ROUGE_TYPES}
+    return {prefix + t: round(100 * totals[t] / len(pairs), 4) for t in ROUGE_TYPES}
 
 
-def score(records: list[dict], *, bleu_tokenize: str = "13a", rouge_stemmer: bool = True,
-          lowercase: bool = False) -> dict:
-    """Corpus BLEU/chrF, mean ROUGE F1 (all ×100, 4 decimals) and length statistics of ``records``.
+def lead(text: str, n_sentences: int = 3) -> str:
+    """The lead baseline of summarization: the first ``n_sentences`` sentences of the document."""
+    return " ".join(split_sentences(text)[:n_sentences])
 
-    ``lowercase`` applies to BLEU and chrF (it shows in their signatures as ``case:lc``); rouge-score
-    always lowercases and keeps only ASCII letters and digits as tokens, so ROUGE of text in other
-    scripts is 0 by construction.
+
+def bleu_tokenizer_for(target_lang: str | None, requested: str = "auto") -> str:
+    """sacreBLEU's tokenizer for text in ``target_lang``: ``requested`` unless it is ``auto``;
+    ``auto`` picks ``zh`` for Chinese, ``ja-mecab`` / ``ko-mecab`` for Japanese / Korean where
+    MeCab is installed (``pip install sacrebleu[ja]`` / ``[ko]``), and ``13a`` otherwise, as
+    sacreBLEU's own command line does."""
+    if requested != "auto":
+        return requested
+    lang = (target_lang or "").lower().split("-")[0].split("_")[0]
+    if lang == "zh":
+        return "zh"
+    if lang in ("ja", "ko"):
+        import importlib.util
+
+        module = "MeCab" if lang == "ja" else "mecab_ko"
+        if importlib.util.find_spec(module) is not None:
+            return f"{lang}-mecab"
+    return "13a"
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct-n (Li et al., 2016): distinct word n-grams ÷ all word n-grams, over every text
+    together; 0 when there is no n-gram at all. Words are split on whitespace."""
+    seen, total = set(), 0
+    for text in texts:
+        words = text.split()
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        seen.update(grams)
+        total += len(grams)
+    return len(seen) / total if total else 0.0
+
+
+def seq_repetition(texts: list[str], n: int) -> float:
+    """seq-rep-n (Welleck et al., 2019): per text, the share of its word n-grams that repeat an
+    earlier one (1 − distinct ÷ all), averaged over the texts that have an n-gram."""
+    rates = []
+    for text in texts:
+        words = text.split()
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        if grams:
+            rates.append(1 - len(set(grams)) / len(grams))
+    return fmean(rates) if rates else 0.0
+
+
+# what each task's field reports first: the metrics a one-line summary and the sweep report show
+MAIN_METRICS = {"translation": ("bleu", "chrf", "ter"),
+                "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum"),
+                "language_modeling": ("distinct_2", "seq_rep_4")}
+METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+                "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum", "distinct_2": "distinct-2",
+                "seq_rep_4": "seq-rep-4"}
+
+
+def summary_line(metrics: dict, task: str) -> str:
+    """The task's main metrics as one line, e.g. ``BLEU 31.20, chrF 58.10, TER 52.40``; a
+    summarization line adds the lead baseline's ROUGE beside the model's."""
+    parts = []
+    for key in MAIN_METRICS[task]:
+        lead_key = next((k for k in metrics if k.startswith("lead") and k.endswith("_" + key)), None)
+        beside = f" (lead {metrics[lead_key]:.2f})" if lead_key else ""
+        parts.append(f"{METRIC_NAMES[key]} {metrics[key]:.2f}{beside}")
+    return ", ".join(parts)
+
+
+def score(records: list[dict], *, task: str = "translation", bleu_tokenize: str = "13a",
+          rouge_stemmer: bool = True, lowercase: bool = False, lead_sentences: int = 3) -> dict:
+    """The ``task``'s metrics of ``records`` (all ×100 but the rates, 4 decimals) and length
+    statistics; see the module docstring for which metrics each task gets.
+
+    ``lowercase`` applies to BLEU and chrF (it shows in their signatures as ``case:lc``); TER is
+    case-insensitive either way, sacreBLEU's default (``case:lc`` in its signature).
     """
     if not records:
         raise ValueError("no generation records to score: the generations file is empty")
-    from sacrebleu.metrics import BLEU, CHRF
-
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} must be one of {', '.join(TASKS)}")
     hyps = [r["hypothesis"] for r in records]
-    refs = [[r["reference"] for r in records]]  # one reference stream
-    bleu = BLEU(tokenize=bleu_tokenize, lowercase=lowercase)
-    chrf = CHRF(lowercase=lowercase)
-    bleu_score = bleu.corpus_score(hyps, refs).score
-    chrf_score = chrf.corpus_score(hyps, refs).score
+    metrics: dict = {}
+    if task == "translation":
+        from sacrebleu.metrics import BLEU, CHRF, TER
+
+        refs = [[r["reference"] for r in records]]  # one reference stream
+        bleu = BLEU(tokenize=bleu_tokenize, lowercase=lowercase)
+        chrf = CHRF(lowercase=lowercase)
+        ter = TER()  # sacreBLEU's default: case-insensitive, tercom tokenization
+        metrics["bleu"] = round(bleu.corpus_score(hyps, refs).score, 4)
+        metrics["chrf"] = round(chrf.corpus_score(hyps, refs).score, 4)
+        metrics["ter"] = round(ter.corpus_score(hyps, refs).score, 4)
+        # sacrebleu fills a signature from the last corpus_score (e.g. nrefs), so ask after scoring.
+        metrics["bleu_signature"] = bleu.get_signature().format()
+        metrics["chrf_signature"] = chrf.get_signature().format()
+        metrics["ter_signature"] = ter.get_signature().format()
+    if task in ("translation", "summarization"):
+        metrics.update(_rouge([(h, r["reference"]) for h, r in zip(hyps, records)], rouge_stemmer))
+        metrics["rouge_stemmer"] = bool(rouge_stemmer)
+    if task == "summarization":
+        metrics.update(_rouge([(lead(r["source"], lead_sentences), r["reference"]) for r in records],
+                              rouge_stemmer, prefix=f"lead{lead_sentences}_"))
+    if task == "language_modeling":
+        for n in (1, 2, 3, 4):
+            metrics[f"distinct_{n}"] = round(distinct_n(hyps, n), 4)
+        for n in (2, 4):
+            metrics[f"seq_rep_{n}"] = round(seq_repetition(hyps, n), 4)
     n = len(records)
-    return {
-        "bleu": round(bleu_score, 4),
-        "chrf": round(chrf_score, 4),
-        # sacrebleu fills the signature from the last corpus_score (e.g. nrefs), so ask after scoring.
-        "bleu_signature": bleu.get_signature().format(),
-        "chrf_signature": chrf.get_signature().format(),
-        **_rouge(records, rouge_stemmer),
-        "rouge_stemmer": bool(rouge_stemmer),
+    metrics.update({
         "mean_hyp_words": round(fmean(len(h.split()) for h in hyps), 4),
         "mean_hyp_tokens": round(fmean(r["hyp_tokens"] for r in records), 4),
         "len_cap_rate": round(sum(bool(r["hit_max_len"]) for r in records) / n, 4),
         "n_examples": n,
-    }
+    })
+    return metrics
 
 
 def paired_bootstrap(baseline: list[dict], system: list[dict], *, bleu_tokenize: str = "13a",
