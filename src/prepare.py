@@ -1,14 +1,28 @@
-"""Stage `prepare`: train the BPE tokenizer on the training split, encode every split to token arrays."""
+"""Stage `prepare`: train the tokenizer on the training split, encode every split to token arrays."""
 
 from lmlab.cli import stage_main
 from lmlab.encoding import prepare
 
 
+DROPPED = {"dropped_too_long": "too long", "dropped_too_short": "too short",
+           "dropped_ratio": "over max_ratio"}
+
+
+def describe(split: str, stats: dict) -> str:
+    """``train 20000 pairs (0 too long)``, with the drops of the filters that are on, and lines of text."""
+    parts = []
+    if "pairs" in stats:
+        drops = [f"{stats[key]} {words}" for key, words in DROPPED.items() if key in stats]
+        parts.append(f"{stats['pairs']} pairs ({', '.join(drops)})")
+    if "lines" in stats:
+        parts.append(f"{stats['lines']} lines of text")
+    return f"{split} " + " + ".join(parts)
+
+
 def run(cfg, raw_dir, out_dir):
     stats = prepare(cfg, raw_dir, out_dir)
     print(f"wrote {out_dir}: vocabulary {stats['vocab_size']}, "
-          + ", ".join(f"{s} {stats[s]['pairs']} pairs ({stats[s]['dropped_too_long']} too long)"
-                      for s in ("train", "validation", "test")))
+          + ", ".join(describe(s, stats[s]) for s in ("train", "validation", "test")))
 
 
 def main(argv=None) -> int:

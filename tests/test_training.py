@@ -112,7 +112,7 @@ def test_train_writes_model_checkpoints_curves_and_offline_wandb_run(prepared, t
     assert min(float(r.split("\t")[1]) for r in val[1:]) == pytest.approx(summary["best_val_loss"])
     # a training checkpoint decodes on its own too: best.ckpt holds the exported weights
     from_ckpt, ckpt_tok, _ = load_model(tmp_path / "model/checkpoints/best.ckpt")
-    assert ckpt_tok.to_str() == tok.to_str()
+    assert ckpt_tok.to_json() == tok.to_json()
     for key, value in model.state_dict().items():
         assert torch.equal(from_ckpt.state_dict()[key], value), key
 

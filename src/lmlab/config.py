@@ -31,6 +31,11 @@ CONF_DIR = REPO_ROOT / "conf"
 
 
 TASKS = ("translation", "summarization", "language_modeling")
+DATA_LOADERS = ("builtin", "hub", "local")
+LOCAL_FORMATS = ("text", "tsv", "jsonl", "parquet")
+# the keys only one loader reads; the others must leave them null
+_LOADER_KEYS = {"builtin": ("corpus", "seed"), "hub": ("repo", "revision", "subset", "data_dir"),
+                "local": ("path", "format")}
 
 
 class ConfigError(ValueError):
@@ -39,34 +44,170 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "synthetic"
+    """Where the raw splits come from (``lmlab.sources``); conf/data/*.yaml explain every key."""
+
+    name: str = "synthetic"  # the preset's label
     task: str = "translation"  # translation | summarization | language_modeling: which metrics
     source_lang: str | None = None  # ISO codes; the target's picks sacreBLEU's tokenizer
     target_lang: str | None = None
-    seed: int = 1234
-    n_train: int = 20000
-    n_valid: int = 1000
-    n_test: int = 1000
+    loader: str = "builtin"  # builtin (a generator of lmlab's) | hub (Hugging Face) | local (files)
+    corpus: str | None = "synthetic"  # builtin: the generator, a key of sources.BUILTIN_CORPORA
+    seed: int | None = 1234  # builtin: the generator's seed
+    # builtin: how many examples to generate; hub and local: keep the first N (null: all)
+    n_train: int | None = 20000
+    n_valid: int | None = 1000
+    n_test: int | None = 1000
+    repo: str | None = None  # hub: dataset repository, e.g. wmt/wmt14
+    revision: str | None = None  # hub: commit, branch or tag (null: main)
+    subset: str | None = None  # hub: a config of the dataset card, e.g. de-en
+    data_dir: str | None = None  # hub: folder of split folders (refs/convert/parquet layout)
+    path: str | None = None  # local: the directory of the split files
+    format: str | None = None  # local: text | tsv | jsonl | parquet
+    splits: tuple[str, str, str] = ("train", "validation", "test")  # the source's names for ours
+    # hub and local: record fields (dotted paths such as translation.de); the text format reads
+    # files {path}/{split}.{field}, the field defaulting to the language code (txt for text_field)
+    source_field: str | None = None
+    target_field: str | None = None
+    text_field: str | None = None
 
     def check(self) -> None:
-        _require(self.name in ("synthetic",), "data.name", self.name, "must be 'synthetic'")
+        _require(bool(self.name), "data.name", self.name, "must not be empty")
         _require(self.task in TASKS, "data.task", self.task, f"must be one of {', '.join(TASKS)}")
+        _require(self.loader in DATA_LOADERS, "data.loader", self.loader,
+                 f"must be one of {', '.join(DATA_LOADERS)}")
+        for key in ("source_lang", "target_lang"):
+            value = getattr(self, key)
+            _require(value is None or self._is_lang_code(value), f"data.{key}", value,
+                     "must be an ISO 639 code such as en, de or pt-BR, or null")
+        if self.task == "language_modeling":
+            _require(self.target_lang is None, "data.target_lang", self.target_lang,
+                     "must be null for data.task=language_modeling (there is no target side)")
+        for loader, keys in _LOADER_KEYS.items():
+            for key in keys:
+                if loader != self.loader:
+                    _require(getattr(self, key) is None, f"data.{key}", getattr(self, key),
+                             f"is read by data.loader={loader} only: set it to null for "
+                             f"data.loader={self.loader}")
         for key in ("n_train", "n_valid", "n_test"):
-            _require(getattr(self, key) >= 1, f"data.{key}", getattr(self, key), "must be >= 1")
+            value = getattr(self, key)
+            if self.loader == "builtin":
+                _require(value is not None and value >= 1, f"data.{key}", value,
+                         "must be >= 1 (examples to generate)")
+            else:
+                _require(value is None or value >= 1, f"data.{key}", value,
+                         "must be >= 1 (keep the first N) or null (all)")
+        getattr(self, f"_check_{self.loader}")()
+
+    def _check_builtin(self) -> None:
+        from .sources import BUILTIN_CORPORA  # the registry lives with the generators' loader
+
+        _require(self.corpus in BUILTIN_CORPORA, "data.corpus", self.corpus,
+                 f"must be one of {', '.join(BUILTIN_CORPORA)}")
+        corpus_task = BUILTIN_CORPORA[self.corpus].task
+        _require(self.task == corpus_task, "data.task", self.task,
+                 f"does not match data.corpus={self.corpus} (a {corpus_task} corpus)")
+        _require(self.seed is not None, "data.seed", self.seed, "must be an integer for data.loader=builtin")
+        for key in ("source_field", "target_field", "text_field"):
+            _require(getattr(self, key) is None, f"data.{key}", getattr(self, key),
+                     "is read by data.loader=hub and local only: set it to null")
+        _require(self.splits == ("train", "validation", "test"), "data.splits", list(self.splits),
+                 "must be [train, validation, test] for data.loader=builtin (it names a source's splits)")
+
+    def _check_hub(self) -> None:
+        repo = self.repo or ""
+        owner, _, name = repo.partition("/")
+        _require(bool(owner and name) and "/" not in name and " " not in repo, "data.repo", self.repo,
+                 "must name a Hugging Face dataset repository as owner/name, e.g. wmt/wmt14")
+        for key in ("revision", "subset", "data_dir"):
+            _require(getattr(self, key) != "", f"data.{key}", "", "must be null or not empty")
+        if self.data_dir is not None:
+            _require(not self.data_dir.startswith("/") and ".." not in self.data_dir.split("/"),
+                     "data.data_dir", self.data_dir, "must be a folder inside the repository")
+            _require(self.subset is None, "data.subset", self.subset,
+                     "must be null when data.data_dir is set (data_dir is for repositories without "
+                     "a dataset card, such as refs/convert/parquet)")
+        self._check_splits_and_fields(files=False)
+
+    def _check_local(self) -> None:
+        if self.path in (None, "", "???"):  # ??? is Hydra's mark of a required value
+            raise ConfigError("data.path is required for data.loader=local: the directory of your "
+                              "split files (data=local data.path=DIR)")
+        _require(self.format in LOCAL_FORMATS, "data.format", self.format,
+                 f"must be one of {', '.join(LOCAL_FORMATS)}")
+        self._check_splits_and_fields(files=self.format == "text")
+
+    def _check_splits_and_fields(self, files: bool) -> None:
+        """The source's split names and the fields read from each record; with ``files`` (the text
+        format) the fields are file suffixes, and the language codes stand in for missing ones."""
+        for i, split in enumerate(self.splits):
+            _require(bool(split) and "/" not in split, f"data.splits[{i}]", split,
+                     "must be a split name (not empty, no /)")
+        lm = self.task == "language_modeling"
+        needed = ("text_field",) if lm else ("source_field", "target_field")
+        for key in ("source_field", "target_field") if lm else ("text_field",):
+            _require(getattr(self, key) is None, f"data.{key}", getattr(self, key),
+                     f"is not read for data.task={self.task}: set it to null")
+        for key in needed:
+            value = getattr(self, key)
+            _require(value != "", f"data.{key}", value, "must be null or not empty")
+            if files:
+                lang_key = key.replace("_field", "_lang")
+                if not lm and value is None and getattr(self, lang_key) is None:
+                    raise ConfigError(f"data.{key} and data.{lang_key} are both null: the text format "
+                                      f"reads {{path}}/{{split}}.{{{key}}}, which defaults to "
+                                      f"data.{lang_key} (e.g. data.{lang_key}=en)")
+            else:
+                _require(value is not None, f"data.{key}", value,
+                         "must name the field that holds the "
+                         + ("text" if lm else key.split("_")[0])
+                         + " in each record, a dotted path such as translation.de")
+
+    @staticmethod
+    def _is_lang_code(code: str) -> bool:
+        """ISO 639-1/-3 language, optionally followed by -subtags: en, de, zh, pt-BR, sr-Latn."""
+        lang, *subtags = code.split("-")
+        return (2 <= len(lang) <= 3 and lang.isascii() and lang.isalpha() and lang.islower()
+                and all(1 <= len(t) <= 8 and t.isascii() and t.isalnum() for t in subtags))
+
+
+TOKENIZER_KINDS = ("bpe", "byte_bpe", "char")
+BYTE_VOCAB_MIN = 260  # byte-level BPE starts from the 256 byte symbols, plus the 4 special tokens
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "bpe"
-    vocab_size: int = 6000
+    """The tokenizer and the prepare stage's filters (lmlab.tokenization, lmlab.encoding);
+    conf/tokenizer/bpe.yaml explains every key."""
+
+    kind: str = "bpe"  # bpe | byte_bpe | char
+    joint: bool = True  # one vocabulary for every side, or one per side in one id space
+    vocab_size: int = 6000  # per vocabulary, the four special tokens included
     min_frequency: int = 2
-    max_tokens: int = 128
+    max_tokens: int | None = 128  # train/validation pairs with a longer side are dropped
+    min_tokens: int | None = None  # ... with a shorter side
+    max_ratio: float | None = None  # ... whose longer side has more than this times the tokens
+    workers: int = 1  # encoding processes (0 or 1: in this process)
+    chunk_size: int = 4096  # lines encoded at a time
 
     def check(self) -> None:
-        _require(self.kind == "bpe", "tokenizer.kind", self.kind, "must be 'bpe'")
+        _require(self.kind in TOKENIZER_KINDS, "tokenizer.kind", self.kind,
+                 f"must be one of {', '.join(TOKENIZER_KINDS)}")
         _require(self.vocab_size >= 16, "tokenizer.vocab_size", self.vocab_size, "must be >= 16")
+        if self.kind == "byte_bpe":
+            _require(self.vocab_size >= BYTE_VOCAB_MIN, "tokenizer.vocab_size", self.vocab_size,
+                     f"must be >= {BYTE_VOCAB_MIN} with tokenizer.kind=byte_bpe (256 bytes + 4 special tokens)")
         _require(self.min_frequency >= 1, "tokenizer.min_frequency", self.min_frequency, "must be >= 1")
-        _require(self.max_tokens >= 1, "tokenizer.max_tokens", self.max_tokens, "must be >= 1")
+        _require(self.max_tokens is None or self.max_tokens >= 1, "tokenizer.max_tokens",
+                 self.max_tokens, "must be >= 1 or null (no limit)")
+        _require(self.min_tokens is None or self.min_tokens >= 1, "tokenizer.min_tokens",
+                 self.min_tokens, "must be >= 1 or null (no limit)")
+        if self.min_tokens is not None and self.max_tokens is not None:
+            _require(self.min_tokens <= self.max_tokens, "tokenizer.min_tokens", self.min_tokens,
+                     f"must be <= tokenizer.max_tokens={self.max_tokens}")
+        _require(self.max_ratio is None or (self.max_ratio >= 1 and math.isfinite(self.max_ratio)),
+                 "tokenizer.max_ratio", self.max_ratio, "must be >= 1 or null (no ratio filter)")
+        _require(self.workers >= 0, "tokenizer.workers", self.workers, "must be >= 0 (0 or 1: in-process)")
+        _require(self.chunk_size >= 1, "tokenizer.chunk_size", self.chunk_size, "must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)

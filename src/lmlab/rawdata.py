@@ -1,14 +1,24 @@
-"""Stage `download`: the raw splits as one-sentence-per-line text files."""
+"""Stage `download`: the raw splits as one-example-per-line text files.
+
+Translation and summarization write ``{split}.source`` and ``{split}.target`` (line i of one is the
+pair of line i of the other); language modelling writes ``{split}.text``, one line of text per
+line. ``lmlab.sources`` says where the examples come from and how each is made to fit one line.
+"""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
 
 from .config import Config
-from .files import atomic_write_text
+from .files import atomic_path
+from .sources import SPLITS, SourceError, load_splits
 
-SPLITS = ("train", "validation", "test")
 SIDES = ("source", "target")
+TEXT_SIDE = "text"  # language modelling's one side
 
 
 def raw_path(raw_dir: str | Path, split: str, side: str) -> Path:
@@ -16,23 +26,62 @@ def raw_path(raw_dir: str | Path, split: str, side: str) -> Path:
 
 
 def read_lines(path: Path) -> list[str]:
+    return list(iter_lines(path))
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file, streamed: the same lines as ``path.read_text().splitlines()``, so
+    the encoded arrays (``prepare``) and the references (``read_lines``) line up."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the download stage (`dvc repro download`)")
-    return path.read_text(encoding="utf-8").splitlines()
+    return _stream_lines(path)
+
+
+def _stream_lines(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        try:
+            for line in f:
+                # a file line can hold more than one str.splitlines() line (\x0c, \u2028, ...)
+                yield from line.splitlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not valid UTF-8: {err}") from None
 
 
 def download(cfg: Config, raw_dir: str | Path) -> dict:
-    """Write the splits of ``cfg.data`` as one-sentence-per-line files in ``raw_dir``."""
-    from .corpus import generate_corpus
-
+    """Write the splits of ``cfg.data`` as one-example-per-line files in ``raw_dir``; returns the
+    number of examples per split. All files are replaced together once every split is written, so
+    a failure anywhere (a missing file, an offline Hub) leaves the old ones untouched."""
     d = cfg.data
-    corpus = generate_corpus(seed=d.seed, n_train=d.n_train, n_valid=d.n_valid, n_test=d.n_test)
+    splits = load_splits(d)
+    sides = (TEXT_SIDE,) if d.task == "language_modeling" else SIDES
     counts = {}
-    for split in SPLITS:
-        pairs = corpus[split]
-        for i, side in enumerate(SIDES):
-            atomic_write_text(raw_path(raw_dir, split, side), "".join(p[i] + "\n" for p in pairs))
-        counts[split] = len(pairs)
+    with ExitStack() as replace_on_success:
+        for split in SPLITS:
+            tmps = [replace_on_success.enter_context(atomic_path(raw_path(raw_dir, split, side)))
+                    for side in sides]
+            counts[split] = _write(splits[split], tmps, split)
+            if not counts[split]:
+                raise SourceError(f"data: the {split} split of data={d.name} has no examples "
+                                  "(check data.splits and the data.*_field keys)")
+    for split in SPLITS:  # the other layout's files, from an earlier run, would mislead `prepare`
+        for side in SIDES if sides == (TEXT_SIDE,) else (TEXT_SIDE,):
+            raw_path(raw_dir, split, side).unlink(missing_ok=True)
     return counts
 
 
+def _write(examples: Iterable, paths: list[Path], split: str) -> int:
+    """Write ``examples`` (pairs to two paths, or lines to one) one per line; returns how many."""
+    n = 0
+    with ExitStack() as files:
+        outs = [files.enter_context(open(p, "w", encoding="utf-8", newline="\n")) for p in paths]
+        # progress on stderr, only on a terminal: big corpora take minutes here
+        for example in tqdm(examples, desc=f"download {split}", unit=" examples", disable=None,
+                            mininterval=2.0, leave=False):
+            if len(outs) == 1:
+                outs[0].write(example + "\n")
+            else:
+                outs[0].write(example[0] + "\n")
+                outs[1].write(example[1] + "\n")
+            n += 1
+    return n

@@ -40,13 +40,13 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
             for i, nbest in zip(idx, nbest_lists):
                 best = nbest[0]
                 results[i] = {
-                    "hypothesis": decode(tokenizer, best.tokens),
+                    "hypothesis": decode(tokenizer, best.tokens, side="target"),
                     "hyp_tokens": len(best.tokens),
                     "hit_max_len": not best.finished,
                     "score": round(float(best.score), 6),
                 }
                 if d.n_best > 1:
-                    results[i]["nbest"] = [decode(tokenizer, h.tokens) for h in nbest]
+                    results[i]["nbest"] = [decode(tokenizer, h.tokens, side="target") for h in nbest]
                     results[i]["nbest_scores"] = [round(float(h.score), 6) for h in nbest]
             bar.update(len(idx))
     bar.close()
@@ -57,7 +57,8 @@ def translate_texts(model, tokenizer, texts: list[str], cfg: Config) -> list[dic
     """Decode raw source strings (encoded with the model's own tokenizer); results in input order."""
     from .tokenization import encode_lines
 
-    return translate(model, tokenizer, list(encode_lines(tokenizer, texts)), cfg, progress=False)
+    sources = list(encode_lines(tokenizer, texts, side="source"))
+    return translate(model, tokenizer, sources, cfg, progress=False)
 
 
 def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path, raw_dir: str | Path,
