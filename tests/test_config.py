@@ -65,6 +65,10 @@ def test_transformer_base_and_big_dimensions():
     (["+model.n_layers=4"], "unknown config key model.n_layers (did you mean model.n_encoder_layer?)"),
     (["trainer.max_steps=many"], "trainer.max_steps='many' must be of type int"),
     (["evaluate.bleu_tokenize=moses"], "evaluate.bleu_tokenize='moses' must be one of"),
+    (["data=lm_text"], "data.task=language_modeling needs a decoder-only model, but "
+                       "model.arch=encoder-decoder (model=tiny): choose one with model=gpt-tiny"),
+    (["data=lm_text", "model=gpt-tiny", "trainer.block_size=600"], "trainer.block_size=600 must be <= model.max_len=512"),
+    (["decoding.prompt_tokens=0"], "decoding.prompt_tokens=0 must be >= 1"),
 ])
 def test_validation_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -216,3 +216,14 @@ def test_bench_script_prints_json_last(capsys):
     result = json.loads(last)
     assert set(result) >= {"dictionary_bleu", "dictionary_chrf", "n_test", "bleu_signature"}
     assert result["n_test"] == 200 and result["dictionary_bleu"] <= 25
+
+
+def test_language_modelling_text_is_three_source_sentences_per_line():
+    from lmlab.corpus import generate_lm_text
+
+    text = generate_lm_text(n_train=30, n_valid=5, n_test=5)
+    pairs = corpus.generate_corpus(n_train=90, n_valid=15, n_test=15)
+    assert [len(text[s]) for s in ("train", "validation", "test")] == [30, 5, 5]
+    assert text["test"][0] == " ".join(src for src, _ in pairs["test"][:3])
+    assert text["train"][-1] == " ".join(src for src, _ in pairs["train"][-3:])
+    assert generate_lm_text(n_train=30, n_valid=5, n_test=5) == text

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lmlab.batching import BucketBatchSampler, PairDataset, collate_lm_pairs, collate_pairs, pad_batch
+from lmlab.batching import (BucketBatchSampler, PairDataset, TextDataset, collate_blocks, collate_lm_pairs,
+                            collate_pairs, pad_batch)
 from lmlab.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS, TokenArray, decode, encode_lines, train_bpe, write_array
 
 TEXT = ["the cat sat on the mat .", "a dog ran near the cat .", "la chatte est assise ."] * 20
@@ -116,3 +117,17 @@ def test_sampler_started_at_batch_k_replays_the_rest_of_the_run(kw):
         resumed = BucketBatchSampler(lengths, seed=5, rank=1, world_size=2, start_batch=k, **kw)
         replay = [b for _ in range(3) for b in resumed]
         assert replay[: len(stream) - k - 5] == stream[k:len(stream) - 5], k
+
+
+def test_text_dataset_reads_the_lines_as_one_stream_in_blocks(tmp_path):
+    write_array(tmp_path / "test.text", [[5, 6], [7], [8, 9, 10]], vocab_size=100)
+    # stream 5 6 EOS 7 EOS 8 9 10 EOS (9 tokens): blocks of 2 + 1 overlap by one token
+    data = TextDataset(tmp_path, "test", 2)
+    assert [data[i].tolist() for i in range(len(data))] == [[5, 6, EOS], [EOS, 7, EOS], [EOS, 8, 9], [9, 10, EOS]]
+    assert data.lengths().tolist() == [2, 2, 2, 2]
+    ids, labels = collate_blocks([data[0], data[1]])
+    assert ids.tolist() == [[5, 6], [EOS, 7]] and labels.tolist() == [[6, EOS], [7, EOS]]
+    assert len(TextDataset(tmp_path, "test", 3)) == 2  # (9 - 1) // 3: the short tail is left out
+    assert len(TextDataset(tmp_path, "test", 8)) == 1
+    with pytest.raises(ValueError, match="holds 9 tokens: fewer than one block of trainer.block_size=9"):
+        TextDataset(tmp_path, "test", 9)

@@ -432,3 +432,33 @@ def test_real_model_top_k_one_sampling_is_greedy(tiny):
     greedy = generate(model, src, src_pad, Greedy(), **kw)
     sampled = generate(model, src, src_pad, Sampling(top_k=1, temperature=0.7, seed=11), **kw)
     assert [summary(n) for n in sampled] == [summary(n) for n in greedy]
+
+
+def test_language_model_continues_each_prompt_from_its_last_token():
+    """``bos_id`` per example: a (B,) tensor of first tokens, the rest of each prompt as the source.
+    Greedy continuations of prompts of different lengths, batched, equal the argmax of the full
+    forward pass (``model.lm``) over ``EOS prompt continuation``, step by step."""
+    from lmlab.batching import pad_batch
+
+    torch.manual_seed(3)
+    cfg = ModelConfig(vocab_size=40, n_embd=32, n_head=4, n_encoder_layer=0, n_decoder_layer=2, d_ff=64,
+                      dropout=0.0, arch="decoder-only", positions="learned", activation="gelu_tanh",
+                      scale_embeddings=False, max_len=40, pad_id=PAD)
+    model = Transformer(cfg).eval()
+    prompts = [[7, 8, 9, 10, 11], [12, 13], [14, 15, 16]]
+    src, src_pad = pad_batch([[EOS] + p[:-1] for p in prompts])
+    out = generate(model, src, src_pad, Greedy(), bos_id=torch.tensor([p[-1] for p in prompts]),
+                   eos_id=EOS, pad_id=PAD, max_new_tokens=6)
+    for prompt, [hyp] in zip(prompts, out):
+        seq, want = [EOS] + prompt, []
+        with torch.inference_mode():
+            for _ in range(6):
+                logits = model.lm(torch.tensor([seq]))[0, -1].log_softmax(-1)
+                logits[PAD] = -math.inf
+                token = int(logits.argmax())
+                want.append(token)
+                if token == EOS:
+                    break
+                seq.append(token)
+        assert hyp.tokens == [t for t in want if t != EOS], prompt
+        assert hyp.finished == (want[-1] == EOS)

@@ -135,6 +135,30 @@ def test_dvc_repro_end_to_end(repo):
     assert metrics["n_examples"] == 24 and metrics["perplexity"] > 1.0
     assert yaml.safe_load((dest / "params.yaml").read_text())["model"]["arch"] == "decoder-only"
 
+    # the built-in summarization set: ROUGE beside the lead baseline, no BLEU
+    exp = run(["dvc", "exp", "run", "-S", "data=summaries"], dest, env)
+    assert "Running stage 'download'" in exp and "Running stage 'train'" in exp
+    metrics = json.loads((dest / "reports/metrics.json").read_text())
+    assert {"rouge1", "rougeLsum", "lead3_rouge1", "lead3_rougeLsum", "perplexity"} <= set(metrics)
+    assert "bleu" not in metrics and metrics["n_examples"] == 24
+    assert "(lead " in exp  # the stage's summary line shows the lead baseline beside the model
+    sweep = json.loads((dest / "reports/sweep/topp/metrics.json").read_text())
+    assert "rouge1" in sweep and "perplexity" not in sweep and "bleu_p_value" not in sweep
+
+    # the built-in language-modelling text: a decoder-only model on the stream, continuations scored
+    exp = run(["dvc", "exp", "run", "-S", "data=lm_text", "-S", "model=gpt-tiny", "-S", "model.n_encoder_layer=0",
+               "-S", "trainer.block_size=32", "-S", "decoding.prompt_tokens=8"], dest, env)
+    metrics = json.loads((dest / "reports/metrics.json").read_text())
+    assert {"distinct_1", "distinct_2", "seq_rep_4", "perplexity"} <= set(metrics) and "rouge1" not in metrics
+    records = [json.loads(line) for line in (dest / "reports/generations.jsonl").read_text().splitlines()]
+    assert 0 < len(records) <= 24 and all(r["source"] and r["reference"] for r in records)
+    assert sorted(p.name for p in (dest / "data/raw").iterdir()) == ["test.text", "train.text", "validation.text"]
+
+    # back to the baseline workspace (params, lock and outputs) for the tests that follow
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], dest, env)
+    run(["dvc", "checkout", "--force"], dest, env)
+    assert (dest / "data/raw/train.source").is_file() and not (dest / "data/raw/train.text").exists()
+
 
 @pytest.mark.slow
 def test_dvc_train_stage_resumes_after_a_crash(repo):

@@ -32,7 +32,8 @@ LOCAL_OK = ["data.path=/nowhere", "data.source_lang=en", "data.target_lang=fr"]
 
 
 def data_config(*overrides):
-    return build_config(compose(list(overrides))).data
+    # a decoder-only model, so that the language-modelling presets build too (Config.check)
+    return build_config(compose(["model=gpt-tiny", *overrides])).data
 
 
 def read_raw(raw: Path) -> dict[str, list[str]]:
@@ -55,7 +56,7 @@ def hf_home(tmp_path, monkeypatch):
 
 
 def test_the_presets_are_the_ones_documented():
-    assert PRESETS == sorted(["local", "summaries", "synthetic", *HUB_PRESETS])
+    assert PRESETS == sorted(["lm_text", "local", "summaries", "synthetic", *HUB_PRESETS])
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -231,7 +232,7 @@ def hub_fixture(name: str) -> tuple[dict, dict[str, list[str]]]:
 
 @pytest.mark.parametrize("name", HUB_PRESETS)
 def test_hub_preset_reads_its_repository_layout(name, hf_home, tmp_path):
-    cfg = build_config(compose([f"data={name}"]))
+    cfg = build_config(compose(["model=gpt-tiny", f"data={name}"]))
     files, expected = hub_fixture(name)
     cache_repo(hf_home, cfg.data.repo, cfg.data.revision, files)
     counts = download(cfg, tmp_path / "raw")
@@ -331,7 +332,7 @@ def write(path: Path, lines: list[str]) -> Path:
 
 
 def local(path: Path, *overrides: str):
-    return build_config(compose(["data=local", f"data.path={path}", *overrides]))
+    return build_config(compose(["model=gpt-tiny", "data=local", f"data.path={path}", *overrides]))
 
 
 def test_local_text_plain_and_gzipped_with_the_sources_split_names(tmp_path):
@@ -422,7 +423,7 @@ def test_a_failed_download_leaves_the_old_files_and_switching_task_removes_stale
     for split in SPLIT_NAMES:
         write(src / f"{split}.jsonl", [json.dumps({"text": f"{split} line"})])
     write(src / "test.jsonl", ["{not json"])
-    overrides = ["data=local", f"data.path={src}", "data.format=jsonl", "data.task=language_modeling",
+    overrides = ["model=gpt-tiny", "data=local", f"data.path={src}", "data.format=jsonl", "data.task=language_modeling",
                  "data.text_field=text"]
     assert download_stage.main([*overrides, f"--raw-dir={raw}"]) == 2
     assert capsys.readouterr().err == (f"error: {src}/test.jsonl:1: not a JSON object (Expecting "

@@ -1,4 +1,5 @@
-"""Sentence-pair datasets over the token arrays, length-bucketed batches, and padding."""
+"""Sentence-pair and language-modelling datasets over the token arrays, length-bucketed batches,
+and padding."""
 
 from __future__ import annotations
 
@@ -41,6 +42,43 @@ class PairDataset(Dataset):
         if self.max_source_len is not None:
             src = src[: self.max_source_len - 1]
         return np.append(src, EOS), self.tgt[i]
+
+
+class TextDataset(Dataset):
+    """Language modelling: the lines of one split in ``prepared_dir`` (``{split}.text``) read as
+    one stream, EOS after every line, cut into consecutive blocks of ``block + 1`` tokens (a
+    block's inputs and its next-token labels share all but one token). The tail shorter than a
+    block is left out.
+
+    Example: lines [5 6] [7], block 2 -> stream 5 6 EOS 7 EOS -> blocks [5 6 EOS], [EOS 7 EOS].
+    """
+
+    def __init__(self, prepared_dir: str | Path, split: str, block: int):
+        if block < 1:
+            raise ValueError(f"trainer.block_size={block} must be >= 1")
+        text = TokenArray(Path(prepared_dir) / f"{split}.text")
+        self.stream = np.insert(np.asarray(text.ids), text.offsets[1:], EOS)  # (tokens + lines,)
+        self.block = block
+        self.n = max(0, (len(self.stream) - 1) // block)
+        if self.n == 0:
+            raise ValueError(f"{prepared_dir}/{split}.text holds {len(self.stream)} tokens: fewer "
+                             f"than one block of trainer.block_size={block} + 1")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def lengths(self) -> np.ndarray:
+        return np.full(self.n, self.block, dtype=np.int64)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.stream[i * self.block: (i + 1) * self.block + 1].astype(np.int64)
+
+
+def collate_blocks(items):
+    """Language-modelling blocks (``TextDataset``) -> (ids, labels): every position predicts the
+    next token, the same (ids, labels) layout as ``collate_lm_pairs``."""
+    blocks = torch.as_tensor(np.stack(items))
+    return blocks[:, :-1], blocks[:, 1:]
 
 
 def pad_batch(seqs, pad: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:

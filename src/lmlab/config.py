@@ -267,6 +267,7 @@ class TrainerConfig:
     compile: bool = False
     fused_adamw: bool = True
     average_last: int = 0
+    block_size: int = 128  # language modelling: tokens per training sequence (<= model.max_len)
 
     def check(self) -> None:
         _require(self.accelerator in ("cpu", "gpu", "cuda", "auto"), "trainer.accelerator",
@@ -291,6 +292,7 @@ class TrainerConfig:
                  f"must be one of {', '.join(LR_SCHEDULES)}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio", self.min_lr_ratio,
                  "must be in [0, 1]")
+        _require(self.block_size >= 1, "trainer.block_size", self.block_size, "must be >= 1")
         for key in ("warmup_steps", "num_workers", "average_last"):
             _require(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "must be >= 0")
         _require(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
@@ -329,6 +331,7 @@ class DecodingConfig:
     max_new_tokens: int = 64
     batch_size: int = 64
     seed: int | None = None
+    prompt_tokens: int = 16  # language modelling: continue each test line after its first N tokens
 
     def check(self, key: str = "decoding") -> None:
         """``key`` names this section in messages: ``decoding`` or ``sweep.<name>``."""
@@ -366,6 +369,7 @@ class DecodingConfig:
         _require(0 <= self.min_new_tokens <= self.max_new_tokens, f"{key}.min_new_tokens",
                  self.min_new_tokens, f"must be between 0 and {key}.max_new_tokens={self.max_new_tokens}")
         _require(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "must be >= 1")
+        _require(self.prompt_tokens >= 1, f"{key}.prompt_tokens", self.prompt_tokens, "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -421,6 +425,16 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def check(self) -> None:
+        """The checks across sections (each section checked its own keys)."""
+        if self.data.task == "language_modeling":
+            if self.model.arch != "decoder-only":
+                raise ConfigError(f"data.task=language_modeling needs a decoder-only model, but "
+                                  f"model.arch={self.model.arch} (model={self.model.name}): choose "
+                                  "one with model=gpt-tiny, gpt-small or gpt2-124m")
+            _require(self.trainer.block_size <= self.model.max_len, "trainer.block_size",
+                     self.trainer.block_size, f"must be <= model.max_len={self.model.max_len}")
 
     def with_strategy(self, name: str) -> "Config":
         """This config with ``sweep.<name>`` as its ``decoding``."""

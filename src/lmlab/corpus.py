@@ -658,3 +658,17 @@ def dictionary_bleu(seed: int = 1234, n_test: int = 1000) -> dict:
     c = chrf.corpus_score(hyps, [refs])
     return {"dictionary_bleu": round(b.score, 2), "dictionary_chrf": round(c.score, 2),
             "n_test": len(test), "bleu_signature": str(bleu.get_signature())}
+
+
+LM_SENTENCES_PER_LINE = 3
+
+
+def generate_lm_text(seed: int = 1234, n_train: int = 20000, n_valid: int = 1000,
+                     n_test: int = 1000) -> dict[str, list[str]]:
+    """The language-modelling text (``data=lm_text``): ``{"train"|"validation"|"test": [line]}``,
+    each line ``LM_SENTENCES_PER_LINE`` source-language sentences of :func:`generate_corpus` with
+    the same seed, so no sentence of a held-out line occurs in train."""
+    k = LM_SENTENCES_PER_LINE
+    pairs = generate_corpus(seed, n_train * k, n_valid * k, n_test * k)
+    return {split: [" ".join(src for src, _ in rows[i:i + k]) for i in range(0, len(rows), k)]
+            for split, rows in pairs.items()}

@@ -96,6 +96,7 @@ class Builtin:
 BUILTIN_CORPORA: dict[str, Builtin] = {
     "synthetic": Builtin("translation", "lmlab.corpus:generate_corpus"),
     "summaries": Builtin("summarization", "lmlab.summaries:generate_summaries"),
+    "lm_text": Builtin("language_modeling", "lmlab.corpus:generate_lm_text"),
 }
 
 

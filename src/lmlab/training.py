@@ -18,7 +18,8 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 import torch
 import torch.nn.functional as F
 
-from .batching import BucketBatchSampler, PairDataset, collate_for, input_tokens
+from .batching import (BucketBatchSampler, PairDataset, TextDataset, collate_blocks, collate_for,
+                       input_tokens)
 from .config import Config
 from .files import atomic_path, atomic_write_json
 from .model import ModelConfig, Transformer
@@ -237,22 +238,28 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 
 class PairData(pl.LightningDataModule):
-    """Training and validation pairs in length-bucketed batches. The samplers are built once the
-    trainer knows this process's rank, so under DDP each rank reads its own share of batches."""
+    """Training and validation pairs in length-bucketed batches, or with ``block`` (language
+    modelling) blocks of the text stream. The samplers are built once the trainer knows this
+    process's rank, so under DDP each rank reads its own share of batches."""
 
     def __init__(self, prepared_dir, batch_size: int | None, seed: int, max_len: int,
                  decoder_only: bool = False, max_tokens: int | None = None, num_workers: int = 0,
-                 accumulate: int = 1):
+                 accumulate: int = 1, block: int | None = None):
         super().__init__()
         self.prepared_dir, self.batch_size, self.seed = Path(prepared_dir), batch_size, seed
         self.max_len, self.decoder_only, self.max_tokens = max_len, decoder_only, max_tokens
-        self.num_workers, self.accumulate = num_workers, accumulate
+        self.num_workers, self.accumulate, self.block = num_workers, accumulate, block
+        self.collate = collate_blocks if block else collate_for(decoder_only, max_len)
 
-    def setup(self, stage=None):
+    def dataset(self, split: str):
+        if self.block:
+            return TextDataset(self.prepared_dir, split, self.block)
         # a decoder-only model reads source and target together: half the length for the source
         max_src = self.max_len // 2 if self.decoder_only else self.max_len
-        self.train_set = PairDataset(self.prepared_dir, "train", max_src, self.decoder_only)
-        self.val_set = PairDataset(self.prepared_dir, "validation", max_src, self.decoder_only)
+        return PairDataset(self.prepared_dir, split, max_src, self.decoder_only)
+
+    def setup(self, stage=None):
+        self.train_set, self.val_set = self.dataset("train"), self.dataset("validation")
 
     def _loader(self, data: PairDataset, shuffle: bool):
         from torch.utils.data import DataLoader
@@ -265,7 +272,7 @@ class PairData(pl.LightningDataModule):
                                      start_batch=consumed, max_tokens=self.max_tokens)
         # A generator of its own: each iter() of a DataLoader draws a seed from the generator it
         # is given, which must not be the global one that dropout uses (resume would drift).
-        return DataLoader(data, batch_sampler=sampler, collate_fn=collate_for(self.decoder_only, self.max_len),
+        return DataLoader(data, batch_sampler=sampler, collate_fn=self.collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           generator=torch.Generator().manual_seed(self.seed))
 
@@ -439,10 +446,11 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     tc = cfg.trainer
     mcfg = model_config(cfg, vocab_size)
     decoder_only = mcfg.arch == "decoder-only"
+    block = tc.block_size if cfg.data.task == "language_modeling" else None
     data = PairData(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len, decoder_only, tc.max_tokens,
-                    tc.num_workers, tc.accumulate_grad_batches)
+                    tc.num_workers, tc.accumulate_grad_batches, block)
 
-    fp = fingerprint(cfg, tokenizer_json, len(PairDataset(prepared_dir, "train")))
+    fp = fingerprint(cfg, tokenizer_json, len(data.dataset("train")))
     resume_from, run_id, why = resume_plan(cfg.ckpt_path, ckpt_dir, fp)
     is_rank_zero = rank_zero_only.rank == 0
     if is_rank_zero:
@@ -555,8 +563,7 @@ def _val_loss(mcfg: ModelConfig, weights: dict, data: PairData) -> float:
     sampler = BucketBatchSampler(lengths, data.batch_size, seed=0, shuffle=False, max_tokens=data.max_tokens)
     total, n = 0.0, 0
     with torch.inference_mode():
-        for batch in DataLoader(data.val_set, batch_sampler=sampler,
-                                collate_fn=collate_for(data.decoder_only, data.max_len)):
+        for batch in DataLoader(data.val_set, batch_sampler=sampler, collate_fn=data.collate):
             loss, count = loss_sums(model, batch)
             total, n = total + float(loss), n + int(count)
     return round(total / max(n, 1), 6)

@@ -15,8 +15,14 @@ from .rawdata import raw_path, read_lines
 from .tokenization import BOS, EOS, PAD, decode
 
 
-def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress: bool = True) -> list[dict]:
-    """Decode token-id sources in batches of similar length; results come back in input order."""
+def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress: bool = True,
+              lm: bool = False) -> list[dict]:
+    """Decode token-id sources in batches of similar length; results come back in input order.
+
+    With ``lm`` (language modelling, a decoder-only model trained on the text stream), each source
+    is the start of a line and the output continues it: the model reads ``EOS`` (the end of the
+    line before, as in training) and the prompt, and generates what follows, up to the line's EOS.
+    """
     from .batching import pad_batch
     from .decoding import build_policy, generate
 
@@ -26,27 +32,33 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
     # a decoder-only model holds prompt and continuation in max_len positions, as in training
     max_src = model.cfg.max_len // 2 if decoder_only else model.cfg.max_len
     max_new = min(d.max_new_tokens, model.cfg.max_len - 1)
+    side = "text" if lm else "target"
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[dict | None] = [None] * len(sources)
     bar = tqdm(total=len(sources), desc=f"generate ({d.strategy})", unit="sent", disable=not progress)
     with torch.inference_mode():
         for start in range(0, len(order), d.batch_size):
             idx = order[start:start + d.batch_size]
-            src, src_pad = pad_batch([list(sources[i][: max_src - 1]) + [EOS] for i in idx])
+            if lm:  # the prompt's last token is the first one fed, the rest is the "source"
+                src, src_pad = pad_batch([[EOS] + list(sources[i][-(max_src - 1):])[:-1] for i in idx])
+                first = torch.tensor([sources[i][-1] for i in idx])
+            else:
+                src, src_pad = pad_batch([list(sources[i][: max_src - 1]) + [EOS] for i in idx])
+                first = BOS
             n_new = min(max_new, model.cfg.max_len - src.size(1)) if decoder_only else max_new
-            nbest_lists = generate(model, src, src_pad, policy, bos_id=BOS, eos_id=EOS, pad_id=PAD,
+            nbest_lists = generate(model, src, src_pad, policy, bos_id=first, eos_id=EOS, pad_id=PAD,
                                    max_new_tokens=n_new, min_new_tokens=min(d.min_new_tokens, n_new),
                                    processors=processors)
             for i, nbest in zip(idx, nbest_lists):
                 best = nbest[0]
                 results[i] = {
-                    "hypothesis": decode(tokenizer, best.tokens, side="target"),
+                    "hypothesis": decode(tokenizer, best.tokens, side=side),
                     "hyp_tokens": len(best.tokens),
                     "hit_max_len": not best.finished,
                     "score": round(float(best.score), 6),
                 }
                 if d.n_best > 1:
-                    results[i]["nbest"] = [decode(tokenizer, h.tokens, side="target") for h in nbest]
+                    results[i]["nbest"] = [decode(tokenizer, h.tokens, side=side) for h in nbest]
                     results[i]["nbest_scores"] = [round(float(h.score), 6) for h in nbest]
             bar.update(len(idx))
     bar.close()
@@ -69,6 +81,8 @@ def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path
 
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_model(model_path)
+    if cfg.data.task == "language_modeling":
+        return _write_generations(out_path, *continue_split(cfg, model, tokenizer, prepared_dir, split))
     sources = TokenArray(Path(prepared_dir) / f"{split}.source")
     src_text = read_lines(raw_path(raw_dir, split, "source"))
     ref_text = read_lines(raw_path(raw_dir, split, "target"))
@@ -77,7 +91,29 @@ def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path
                          f"{len(src_text)}: rerun the prepare stage")
     start = time.perf_counter()
     out = translate(model, tokenizer, [sources[i].tolist() for i in range(len(sources))], cfg)
+    return _write_generations(out_path, src_text, ref_text, out, time.perf_counter() - start)
+
+
+def continue_split(cfg: Config, model, tokenizer, prepared_dir: str | Path, split: str = "test"):
+    """Language modelling: continue every line of ``split`` longer than ``decoding.prompt_tokens``
+    tokens from its first ``prompt_tokens``; returns (prompts, true continuations, results, seconds)
+    as text for ``_write_generations``."""
+    from .tokenization import TokenArray
+
+    text, n = TokenArray(Path(prepared_dir) / f"{split}.text"), cfg.decoding.prompt_tokens
+    lines = [text[i] for i in range(len(text)) if len(text[i]) > n]
+    if not lines:
+        raise ValueError(f"{prepared_dir}/{split}.text has no line longer than decoding.prompt_tokens={n}")
+    prompts = [line[:n].tolist() for line in lines]
+    start = time.perf_counter()
+    out = translate(model, tokenizer, prompts, cfg, lm=True)
     seconds = time.perf_counter() - start
+    return ([decode(tokenizer, p, side="text") for p in prompts],
+            [decode(tokenizer, line[n:], side="text") for line in lines], out, seconds)
+
+
+def _write_generations(out_path, src_text: list[str], ref_text: list[str], out: list[dict],
+                       seconds: float) -> dict:
     with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for i, rec in enumerate(out):
             f.write(json.dumps({"id": i, "source": src_text[i], "reference": ref_text[i], **rec},

@@ -31,15 +31,17 @@ def normalised(logprob: float, length: int, length_penalty: float) -> float:
     return logprob / (length ** length_penalty) if length_penalty else logprob
 
 
-def generate(model, src: torch.Tensor, src_pad: torch.Tensor, policy, *, bos_id: int, eos_id: int,
-             pad_id: int, max_new_tokens: int, min_new_tokens: int = 0,
+def generate(model, src: torch.Tensor, src_pad: torch.Tensor, policy, *, bos_id: int | torch.Tensor,
+             eos_id: int, pad_id: int, max_new_tokens: int, min_new_tokens: int = 0,
              processors: Sequence[Callable] = ()) -> list[list[Hypothesis]]:
     """Decode a batch of sources; returns one n-best list per example, in input order, best first.
 
     ``src`` (B, S) and ``src_pad`` (B, S, True at padding) as for ``model.encode``; the model should
     be in eval mode. At most ``max_new_tokens`` tokens are generated, EOS included; a beam still
     open then becomes a hypothesis with ``finished=False``, scored like the others. EOS is
-    forbidden before ``min_new_tokens`` tokens, PAD always. ``processors`` (``processors.py``)
+    forbidden before ``min_new_tokens`` tokens, PAD always. ``bos_id`` is the first token fed to
+    the decoder: one id, or a (B,) tensor of one per example (a language model continuing its
+    prompts is fed each prompt's last token, the rest of the prompt being ``src``). ``processors`` (``processors.py``)
     rewrite each step's log-probs from the tokens generated so far. A list holds ``policy.n_best``
     hypotheses, fewer only if the model gave every other continuation probability zero.
 
@@ -72,7 +74,10 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
     scores = torch.zeros(B, beam, device=device)  # running log-prob sums of the live beams
     tokens = torch.empty(B, 0, dtype=torch.long, device=device)  # (rows, t) history without BOS
     token_lps = torch.empty(B, 0, device=device)  # (rows, t)
-    last = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
+    if torch.is_tensor(bos_id):  # one first token per example
+        last = bos_id.to(device=device, dtype=torch.long).view(B, 1)
+    else:
+        last = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
     # Step 0 decodes one row per example (all beams hold the same BOS prefix, so the cross-attention
     # keys are computed once); the first reorder then fans each row out into `beam` rows.
     rows_per_ex = 1
