@@ -101,7 +101,7 @@ def continue_split(cfg: Config, model, tokenizer, prepared_dir: str | Path, spli
     from .tokenization import TokenArray
 
     text, n = TokenArray(Path(prepared_dir) / f"{split}.text"), cfg.decoding.prompt_tokens
-    lines = [text[i] for i in range(len(text)) if len(text[i]) > n]
+    lines = [line for line in map(text.__getitem__, range(len(text))) if len(line) > n]
     if not lines:
         raise ValueError(f"{prepared_dir}/{split}.text has no line longer than decoding.prompt_tokens={n}")
     prompts = [line[:n].tolist() for line in lines]
