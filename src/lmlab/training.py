@@ -259,7 +259,10 @@ class PairData(pl.LightningDataModule):
         return PairDataset(self.prepared_dir, split, max_src, self.decoder_only)
 
     def setup(self, stage=None):
-        self.train_set, self.val_set = self.dataset("train"), self.dataset("validation")
+        # once: train() reads the training set's size before fit, and a language-modelling set
+        # builds its whole token stream
+        if getattr(self, "train_set", None) is None:
+            self.train_set, self.val_set = self.dataset("train"), self.dataset("validation")
 
     def _loader(self, data: PairDataset, shuffle: bool):
         from torch.utils.data import DataLoader
@@ -450,7 +453,8 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     data = PairData(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len, decoder_only, tc.max_tokens,
                     tc.num_workers, tc.accumulate_grad_batches, block)
 
-    fp = fingerprint(cfg, tokenizer_json, len(data.dataset("train")))
+    data.setup()
+    fp = fingerprint(cfg, tokenizer_json, len(data.train_set))
     resume_from, run_id, why = resume_plan(cfg.ckpt_path, ckpt_dir, fp)
     is_rank_zero = rank_zero_only.rank == 0
     if is_rank_zero:
