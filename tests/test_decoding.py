@@ -74,7 +74,7 @@ class TableModel:
     def decode(self, tgt, memory, src_pad, cache=None, start=0):
         B, T = tgt.shape
         keys = memory[:, 0, 0].long().tolist()
-        assert memory.size(0) == src_pad.size(0) == B
+        assert memory.size(0) == B and (src_pad is None or src_pad.size(0) == B)
         if cache is None:
             assert start == 0
             full = [tuple(r) for r in tgt.tolist()]

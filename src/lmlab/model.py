@@ -326,7 +326,8 @@ class Transformer(nn.Module):
 
     def decode(self, tgt, memory, src_pad, cache: KVCache | None = None, start: int = 0):
         """Logits (B, T, V) for target positions ``start .. start+T-1`` given the tokens ``tgt``
-        (B, T); ``start`` must equal the number of target tokens already in ``cache``."""
+        (B, T); ``start`` must equal the number of target tokens already in ``cache``. ``src_pad``
+        may be None when no source position is padding."""
         if self.decoder_only:
             return self._decode_prompted(tgt, memory, cache, start)
         T = tgt.size(1)
@@ -338,8 +339,10 @@ class Transformer(nn.Module):
             is_causal = True
         elif T > 1:
             mask = torch.ones(T, start + T, dtype=torch.bool, device=tgt.device).tril(start)
+        # No padded source position (src_pad None): no cross-attention mask to build each step.
+        mem_mask = None if src_pad is None else self.attention_mask(src_pad)
         return self._run_decoder(x, rope, cache, mask=mask, is_causal=is_causal, memory=memory,
-                                 mem_mask=self.attention_mask(src_pad))
+                                 mem_mask=mem_mask)
 
     def forward(self, src, src_pad, tgt_in):
         """Teacher-forced logits (B, T, V) of the target given the source (both architectures)."""

@@ -68,7 +68,7 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
     n_finished = torch.zeros(B, dtype=torch.long, device=device)
 
     memory = model.encode(src, src_pad)  # (B, S, C)
-    pad = src_pad
+    pad = src_pad if src_pad.any() else None  # no padding: the decoder needs no source mask
     cache = model.new_cache()
     active = torch.arange(B, device=device)  # input index of each live example, (A,)
     scores = torch.zeros(B, beam, device=device)  # running log-prob sums of the live beams
@@ -150,7 +150,8 @@ def _generate(model, src, src_pad, policy, bos_id, eos_id, pad_id, max_new_token
             # every row of an example shares its source: take the first, repeat it `beam` times
             first = (keep if keep is not None else torch.arange(A, device=device)) * rows_per_ex
             src_rows = first.repeat_interleave(beam)  # (A' * beam,)
-            memory, pad = memory.index_select(0, src_rows), pad.index_select(0, src_rows)
+            memory = memory.index_select(0, src_rows)
+            pad = None if pad is None else pad.index_select(0, src_rows)
         order = rows.reshape(-1)  # (A' * beam,) old row of each new row
         if beam > 1 or dropped or rows_per_ex != beam:  # greedy with nobody finished: identity
             cache.reorder(order)
