@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmlab-installed
 
-.PHONY: repro test params clean-outputs
+.PHONY: repro test params compare clean-outputs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q
+
+# The sweep report: every experiment of HEAD (dvc exp show) as a model x strategy pivot in
+# reports/sweep.md and reports/sweep.csv, with figures in reports/compare/.
+compare: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python src/compare.py
 
 # Recompose params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: $(STAMP)

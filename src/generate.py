@@ -2,22 +2,26 @@
 
     python src/generate.py --params params.yaml                       # decoding (stage generate)
     python src/generate.py --params params.yaml --strategy topp \
-        --out reports/sweep/topp/generations.jsonl                     # sweep.topp (sweep-generate)
+        --out reports/sweep/topp/generations.jsonl --speed reports/sweep/topp/decode.json
+                                                                       # sweep.topp (sweep-generate)
 """
 
 from lmlab.cli import stage_main
+from lmlab.files import atomic_write_json
 from lmlab.translation import generate_split
 
 
-def run(cfg, model, prepared_dir, raw_dir, out):
-    speed = generate_split(cfg, model, prepared_dir, raw_dir, out)
-    print(f"wrote {out}: {speed['sentences']} sentences, {speed['sentences_per_second']} sent/s, "
-          f"{speed['tokens_per_second']} tok/s ({cfg.decoding.strategy})")
+def run(cfg, model, prepared_dir, raw_dir, out, speed):
+    stats = generate_split(cfg, model, prepared_dir, raw_dir, out)
+    # the decoding speed, a DVC metric: `dvc exp show` and the sweep report (make compare) read it
+    atomic_write_json(speed, {"strategy": cfg.decoding.name, **stats})
+    print(f"wrote {out}: {stats['sentences']} sentences, {stats['sentences_per_second']} sent/s, "
+          f"{stats['tokens_per_second']} tok/s ({cfg.decoding.name})")
 
 
 def main(argv=None) -> int:
     paths = {"model": "data/model/model.pt", "prepared_dir": "data/prepared", "raw_dir": "data/raw",
-             "out": "reports/generations.jsonl"}
+             "out": "reports/generations.jsonl", "speed": "reports/decode.json"}
     return stage_main(__doc__, paths, run, argv, strategy=True)
 
 

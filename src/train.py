@@ -8,8 +8,10 @@
 
 import os
 import time
+from pathlib import Path
 
 from lmlab.cli import stage_main
+from lmlab.files import atomic_write_json
 from lmlab.training import train
 
 DEFAULT_OUT = "outputs/{time}"
@@ -39,6 +41,8 @@ def run(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir):
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
     if summary:
+        # a DVC metric beside the curves: parameters, training time and throughput per experiment
+        atomic_write_json(Path(curves_dir) / "summary.json", {k: v for k, v in summary.items() if k != "wandb"})
         print(f"wrote {out_dir}/model.pt: {summary['n_parameters']:,} parameters, step "
               f"{summary['global_step']}, best val/loss {summary['best_val_loss']:.4f}, "
               f"{summary['train_seconds']:.0f} s")

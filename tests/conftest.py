@@ -1,8 +1,11 @@
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -67,3 +70,52 @@ def prepared(tmp_path_factory, tiny_overrides):
     stats = prepare(cfg, root / "raw", root / "prepared")
     assert stats["train"]["pairs"] == 400 and stats["test"]["pairs"] == 24
     return root
+
+
+def run(cmd, cwd, env, timeout=600) -> str:
+    """Run ``cmd``; fail the test with the tail of its output unless it exits 0. Returns the output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def shrink(conf: Path, overrides: list[str]) -> None:
+    """Append the overrides to conf/config.yaml; `_self_` comes last, so they win over the presets
+    and stay in force when DVC recomposes the config for `dvc exp run -S ...`."""
+    tree: dict = {}
+    for item in overrides:
+        key, value = item.split("=", 1)
+        if "." not in key:
+            continue  # group choices such as logger=none are set below
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    text = conf.read_text().replace("  - logger: wandb", "  - logger: none")
+    conf.write_text(text + "\n# shrunk for the end-to-end test\n" + yaml.safe_dump(tree, sort_keys=False))
+
+
+def copy_repo(dest: Path, overrides: list[str], edit=None) -> tuple[dict, list[str]]:
+    """A copy of the working tree (tracked and untracked-but-not-ignored files) as a new git repo
+    at ``dest``, its config shrunk by ``overrides`` (and then changed by ``edit(dest)``), without
+    this checkout's results. Returns the environment for its commands and the git command prefix."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    (dest / "reports/sweep").mkdir(parents=True, exist_ok=True)
+    (dest / "reports/sweep/.gitkeep").touch()  # the report stage's dependency, as in the repository
+    shrink(dest / "conf" / "config.yaml", overrides)
+    if edit is not None:
+        edit(dest)
+    env = child_env(PYTHONPATH=str(dest / "src"), DVC_NO_ANALYTICS="1",
+                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    (dest / "params.yaml").write_text(run([sys.executable, "-m", "lmlab.params"], dest, env))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "init", "-q"], dest, env)
+    run(git + ["add", "-A"], dest, env)
+    run(git + ["commit", "-qm", "copy"], dest, env)
+    return env, git

@@ -2,16 +2,13 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import child_env
+from conftest import copy_repo, run
 
-ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
     "bleu", "chrf", "ter", "bleu_signature", "chrf_signature", "ter_signature", "rouge1", "rouge2",
     "rougeL", "rougeLsum", "rouge_stemmer", "mean_hyp_words", "mean_hyp_tokens", "len_cap_rate", "n_examples", "loss",
@@ -20,54 +17,14 @@ METRIC_KEYS = {
 STAGES = ["download", "prepare", "train", "generate", "evaluate", "report"]
 
 
-def run(cmd, cwd, env, timeout=600):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
 def ran_stages(output: str) -> list[str]:
     return [s for s in STAGES if f"Running stage '{s}'" in output]
 
 
-def shrink(conf: Path, overrides: list[str]) -> None:
-    """Append the overrides to conf/config.yaml; `_self_` comes last, so they win over the presets
-    and stay in force when DVC recomposes the config for `dvc exp run -S ...`."""
-    tree: dict = {}
-    for item in overrides:
-        key, value = item.split("=", 1)
-        if "." not in key:
-            continue  # group choices such as logger=none are set below
-        node = tree
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    text = conf.read_text().replace("  - logger: wandb", "  - logger: none")
-    conf.write_text(text + "\n# shrunk for the end-to-end test\n" + yaml.safe_dump(tree, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_overrides):
-    """A copy of the working tree (tracked and untracked-but-not-ignored files) as a new git repo."""
     dest = tmp_path_factory.mktemp("lmlab") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    for stale in ("dvc.lock", "reports/metrics.json"):
-        (dest / stale).unlink(missing_ok=True)
-    shrink(dest / "conf" / "config.yaml", tiny_overrides)
-    env = child_env(PYTHONPATH=str(dest / "src"), DVC_NO_ANALYTICS="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    params = run([sys.executable, "-m", "lmlab.params"], dest, env)
-    (dest / "params.yaml").write_text(params)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run(["git", "init", "-q"], dest, env)
-    run(git + ["add", "-A"], dest, env)
-    run(git + ["commit", "-qm", "copy"], dest, env)
+    env, git = copy_repo(dest, tiny_overrides)
     return dest, env, git
 
 

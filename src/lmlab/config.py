@@ -316,6 +316,7 @@ class DecodingConfig:
     """How to decode; every key is documented in conf/decoding/*.yaml. ``check`` is the one place
     that decides which values and combinations are valid (``decoding.build_policy`` trusts it)."""
 
+    name: str = "greedy"  # the preset's label (a sweep entry is labelled by its key instead)
     strategy: str = "greedy"
     beam_size: int = 1
     length_penalty: float = 1.0
@@ -335,6 +336,8 @@ class DecodingConfig:
 
     def check(self, key: str = "decoding") -> None:
         """``key`` names this section in messages: ``decoding`` or ``sweep.<name>``."""
+        _require(bool(self.name) and "/" not in self.name, f"{key}.name", self.name,
+                 "must be a non-empty label without /")
         _require(self.strategy in DECODING_STRATEGIES, f"{key}.strategy", self.strategy,
                  f"must be one of {', '.join(DECODING_STRATEGIES)}")
         _require(self.beam_size >= 1, f"{key}.beam_size", self.beam_size, "must be >= 1")
@@ -441,7 +444,7 @@ class Config:
         if name not in self.sweep:
             raise ConfigError(f"--strategy {name}: no sweep.{name} in the config "
                               f"(sweep has: {', '.join(self.sweep) or 'nothing'})")
-        return dataclasses.replace(self, decoding=self.sweep[name])
+        return dataclasses.replace(self, decoding=dataclasses.replace(self.sweep[name], name=name))
 
 
 def _plain(obj):

@@ -28,9 +28,14 @@ FIGURES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
 def read_curve(path: str | Path) -> list[tuple[int, float]]:
     """Read a curve TSV: a header ``step<TAB>name`` then one ``step<TAB>value`` row per point."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    return parse_curve(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_curve(text: str, name: str) -> list[tuple[int, float]]:
+    """The points of a curve TSV's ``text``; errors name ``name`` and the line."""
+    lines = text.splitlines()
     if not lines or not lines[0].startswith("step\t"):
-        raise ValueError(f"{path}:1: expected a header 'step<TAB><metric name>', "
+        raise ValueError(f"{name}:1: expected a header 'step<TAB><metric name>', "
                          f"got {lines[0] if lines else ''!r}")
     points = []
     for lineno, line in enumerate(lines[1:], start=2):
@@ -42,7 +47,7 @@ def read_curve(path: str | Path) -> list[tuple[int, float]]:
                 raise ValueError
             points.append((int(fields[0]), float(fields[1])))
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: expected '<int step><TAB><float value>', "
+            raise ValueError(f"{name}:{lineno}: expected '<int step><TAB><float value>', "
                              f"got {line!r}") from None
     return points
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from statistics import fmean
 
@@ -41,34 +42,38 @@ def read_generations(path: str | Path) -> list[dict]:
     Raises ``ValueError`` naming the file, the line number and the culprit (bad JSON, missing key,
     wrong type, repeated id) and ``FileNotFoundError`` when there is no file.
     """
-    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        return parse_generations(f, str(path))
+
+
+def parse_generations(lines: Iterable[str], name: str) -> list[dict]:
+    """The records of a generations JSONL stream (``read_generations``); errors name ``name``."""
     records: list[dict] = []
     seen: dict[int, int] = {}  # id -> line number
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            for key, kind in RECORD_KEYS.items():
-                if key not in rec:
-                    raise ValueError(f"{where}: missing key {key!r} (a generations record needs "
-                                     f"{', '.join(RECORD_KEYS)})")
-                value = rec[key]
-                if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                    raise ValueError(f"{where}: key {key!r} should be {kind.__name__}, "
-                                     f"got {type(value).__name__} {value!r}")
-            if rec["id"] in seen:
-                raise ValueError(f"{where}: id {rec['id']} already used on line {seen[rec['id']]}")
-            seen[rec["id"]] = lineno
-            records.append(rec)
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for key, kind in RECORD_KEYS.items():
+            if key not in rec:
+                raise ValueError(f"{where}: missing key {key!r} (a generations record needs "
+                                 f"{', '.join(RECORD_KEYS)})")
+            value = rec[key]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{where}: key {key!r} should be {kind.__name__}, "
+                                 f"got {type(value).__name__} {value!r}")
+        if rec["id"] in seen:
+            raise ValueError(f"{where}: id {rec['id']} already used on line {seen[rec['id']]}")
+        seen[rec["id"]] = lineno
+        records.append(rec)
     if not records:
-        raise ValueError(f"{path} holds no generation records: rerun the generate stage")
+        raise ValueError(f"{name} holds no generation records: rerun the generate stage")
     return records
 
 
