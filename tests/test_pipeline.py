@@ -159,9 +159,9 @@ def test_train_script_from_the_repo_root(repo):
     if not (dest / "data/prepared/tokenizer.json").exists():
         run(["dvc", "repro", "prepare"], dest, env)
     run([sys.executable, "src/train.py", "model=tiny", "trainer.max_steps=4", "logger=csv"], dest, env)
-    (run_dir,) = list((dest / "outputs").iterdir())
+    (run_dir,) = list((dest / "outputs").glob("*/*"))  # outputs/<date>/<time>, Hydra's run directory
     assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
-    assert (dest / "logs/csv").is_dir()
+    assert (run_dir / "logs/csv").is_dir()  # logger.save_dir=logs, inside the run's directory
     # generate from the checkpoint alone: prompts from --prompt or stdin, any decoding preset
     ckpt = str(run_dir / "checkpoints/last.ckpt")
     one = subprocess.run([sys.executable, "src/translate.py", "--model", ckpt, "--prompt", "a b c ."],

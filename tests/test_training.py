@@ -137,8 +137,8 @@ def test_bad_prepared_dir_names_the_missing_file(tmp_path, tiny_overrides):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides, tmp_path):
-    """Real DDP: Lightning starts a second process (gloo) by rerunning src/train.py; both ranks
-    must share one output directory and only rank 0 writes."""
+    """Real DDP: Lightning starts a second process (gloo) by rerunning src/train.py, a Hydra app,
+    with rank 0's hydra.run.dir; both ranks must share one output directory and only rank 0 writes."""
     import os
     import subprocess
     import sys
@@ -150,7 +150,9 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
     env = child_env(PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = list((tmp_path / "outputs").iterdir())
+    (run_dir,) = list((tmp_path / "outputs").glob("*/*"))  # outputs/<date>/<time>
+    # rank 1 ran in the same Hydra job directory (its log file is there) and wrote nothing else
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["train.log", "train_ddp_process_1.log"]
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 6
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt", "state.json"]
@@ -159,7 +161,7 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
     model, _, _ = load_model(run_dir / "model.pt")
     assert model.num_parameters() == summary["n_parameters"]
     assert proc.stdout.count("wrote ") == 1  # only rank 0 reports
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))  # one W&B run, created by rank 0
+    runs = list((run_dir / "wandb").glob("offline-run-*"))  # one W&B run, created by rank 0
     assert [r.name.rsplit("-", 1)[1] for r in runs] == [summary["wandb"]["id"]]
 
 
@@ -235,4 +237,4 @@ def test_every_slurm_rank_of_a_job_step_picks_the_same_output_directory():
     assert script.run_stamp({**job, "SLURM_PROCID": "7"}) == "slurm-4242.3"
     # a one-task allocation (salloc, an interactive shell) keeps the time stamp
     stamp = script.run_stamp({"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"})
-    assert time.strptime(stamp, "%Y-%m-%d_%H-%M-%S")
+    assert time.strptime(stamp, "%Y-%m-%d/%H-%M-%S")
