@@ -9,10 +9,11 @@ from lmlab.cli import stage_main
 from lmlab.translation import generate_split
 
 
-def run(cfg, model, prepared_dir, raw_dir, out):
+def run(cfg, model, prepared_dir, raw_dir, out, strategy=None):
     speed = generate_split(cfg, model, prepared_dir, raw_dir, out)
+    which = f"sweep.{strategy}: {cfg.decoding.strategy}" if strategy else cfg.decoding.strategy
     print(f"wrote {out}: {speed['sentences']} sentences, {speed['sentences_per_second']} sent/s, "
-          f"{speed['tokens_per_second']} tok/s ({cfg.decoding.strategy})")
+          f"{speed['tokens_per_second']} tok/s ({which})")
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ import os
 import time
 
 from lmlab.cli import stage_main
+from lmlab.tracking import sync_hint
 from lmlab.training import train
 
 DEFAULT_OUT = "outputs/{time}"
@@ -43,7 +44,7 @@ def run(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir):
               f"{summary['global_step']}, best val/loss {summary['best_val_loss']:.4f}, "
               f"{summary['train_seconds']:.0f} s")
         if "wandb" in summary and summary["wandb"]["mode"] == "offline":
-            print(f"W&B run saved offline; upload with: wandb sync {summary['wandb']['dir'].rsplit('/files', 1)[0]}")
+            print(sync_hint(summary["wandb"]["dir"]))
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,8 @@ from .config import Config, ConfigError, build_config, compose, load_params
 def stage_main(description: str, paths: dict[str, str], run: Callable[..., object],
                argv: list[str] | None = None, strategy: bool = False) -> int:
     """Parse ``argv``, build the validated config and call ``run(cfg, **paths)``. With
-    ``strategy``, ``--strategy NAME`` makes ``sweep.NAME`` the config's ``decoding``."""
+    ``strategy``, ``--strategy NAME`` makes ``sweep.NAME`` the config's ``decoding``, and ``run``
+    also gets ``strategy=NAME`` (None without the option)."""
     parser = argparse.ArgumentParser(
         description=description,
         epilog="Other arguments are Hydra overrides of conf/, e.g. model=small decoding=beam.")
@@ -46,7 +47,10 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
         cfg: Config = build_config(raw)
         if strategy and args.strategy:
             cfg = cfg.with_strategy(args.strategy)
-        run(cfg, **{name: getattr(args, name) for name in paths})
+        kwargs = {name: getattr(args, name) for name in paths}
+        if strategy:
+            kwargs["strategy"] = args.strategy
+        run(cfg, **kwargs)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         if os.environ.get("LMLAB_DEBUG"):
             raise
