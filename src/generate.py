@@ -11,7 +11,7 @@ from lmlab.files import atomic_write_json
 from lmlab.translation import generate_split
 
 
-def run(cfg, model, prepared_dir, raw_dir, out, speed):
+def run(cfg, model, prepared_dir, raw_dir, out, speed, strategy=None):
     stats = generate_split(cfg, model, prepared_dir, raw_dir, out)
     # the decoding speed, a DVC metric: `dvc exp show` and the sweep report (make compare) read it
     atomic_write_json(speed, {"strategy": cfg.decoding.name, **stats})

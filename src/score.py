@@ -1,6 +1,8 @@
 """Stage `evaluate` (named score.py: a file called evaluate.py would shadow the `evaluate`
 package whenever src/ is on sys.path): the task's metrics (translation: BLEU, chrF, TER, ROUGE;
-summarization: ROUGE beside the lead baseline's) and test perplexity into reports/metrics.json.
+summarization: ROUGE beside the lead baseline's) and test perplexity into reports/metrics.json;
+with logger=wandb, also into the training's W&B run as test/<strategy>/<metric>, with a table of
+example generations.
 
     python src/score.py --params params.yaml                           # decoding (stage evaluate)
     python src/score.py --params params.yaml --strategy topp --generations reports/sweep/topp/generations.jsonl \
@@ -10,9 +12,10 @@ summarization: ROUGE beside the lead baseline's) and test perplexity into report
 from lmlab.cli import stage_main
 from lmlab.evaluation import evaluate
 from lmlab.scoring import summary_line
+from lmlab.tracking import log_evaluation, strategy_name, sync_hint
 
 
-def run(cfg, generations, model, prepared_dir, metrics, baseline):
+def run(cfg, generations, model, prepared_dir, metrics, baseline, strategy=None):
     m = evaluate(cfg, generations, model, prepared_dir, metrics, baseline or None)
     line = summary_line(m, cfg.data.task)
     if "perplexity" in m:
@@ -21,6 +24,13 @@ def run(cfg, generations, model, prepared_dir, metrics, baseline):
         line += (f"; against {baseline}: BLEU {m['bleu_delta']:+.2f} (p = {m['bleu_p_value']:.4f}), "
                  f"chrF {m['chrf_delta']:+.2f} (p = {m['chrf_p_value']:.4f})")
     print(f"wrote {metrics}: {line}")
+    logged = log_evaluation(cfg, model, generations, m, strategy)
+    if logged:
+        print(f"W&B run {logged['id']}: test/{strategy_name(cfg, strategy)}/* in its summary")
+        if logged["mode"] == "offline":
+            print(sync_hint(logged["dir"]))
+    elif cfg.logger.kind == "wandb" and cfg.logger.mode != "disabled":
+        print(f"W&B: nothing logged ({model} is missing or its training logged no W&B run)")
 
 
 def main(argv=None) -> int:

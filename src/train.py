@@ -18,6 +18,7 @@ from pathlib import Path
 from lmlab.cli import run_stamp, stage_main
 from lmlab.config import ConfigError
 from lmlab.files import atomic_write_json
+from lmlab.tracking import sync_hint
 from lmlab.training import train
 
 DEFAULT_OUT = "outputs/{time}"
@@ -50,7 +51,7 @@ def run(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir, job=None):
               f"{summary['global_step']}, best val/loss {summary['best_val_loss']:.4f}, "
               f"{summary['train_seconds']:.0f} s")
         if "wandb" in summary and summary["wandb"]["mode"] == "offline":
-            print(f"W&B run saved offline; upload with: wandb sync {summary['wandb']['dir'].rsplit('/files', 1)[0]}")
+            print(sync_hint(summary["wandb"]["dir"]))
 
 
 def hydra_job_outputs(cfg, out_dir, curves_dir, ckpt_dir, job):

@@ -120,11 +120,14 @@ def test_train_writes_model_checkpoints_curves_and_offline_wandb_run(prepared, t
     run_id = summary["wandb"]["id"]
     runs = list(Path("wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].name.endswith(run_id)
-    log_evaluation(cfg, summary, {"bleu": 12.5}, [{"id": 0, "source": "s", "reference": "r", "hypothesis": "h"}])
-    files = sorted(Path("wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    generations = tmp_path / "generations.jsonl"
+    generations.write_text(json.dumps({"id": 0, "source": "s", "reference": "r", "hypothesis": "h",
+                                       "hyp_tokens": 1, "hit_max_len": False}) + "\n")
+    assert log_evaluation(cfg, tmp_path / "model/model.pt", generations, {"bleu": 12.5})["id"] == run_id
+    files = sorted(Path("wandb").glob(f"offline-run-*/run-{run_id}.wandb"))
     assert len(files) == 2, "evaluate should resume the training run's id"
-    blob = b"".join(f.read_bytes() for f in files)
-    for needle in (b"val/loss", b"n_embd", b"test/bleu", b"test/generations"):
+    blob = b"".join(f.read_bytes() for f in files)  # tests/test_tracking.py reads them properly
+    for needle in (b"val/loss", b"n_embd", b"test/greedy/bleu", b"test/greedy/generations"):
         assert needle in blob
 
 

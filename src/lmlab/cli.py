@@ -36,10 +36,11 @@ def run_stamp(environ) -> str:
 def stage_main(description: str, paths: dict[str, str], run: Callable[..., object],
                argv: list[str] | None = None, strategy: bool = False, hydra_app: bool = False) -> int:
     """Parse ``argv``, build the validated config and call ``run(cfg, **paths)``. With
-    ``strategy``, ``--strategy NAME`` makes ``sweep.NAME`` the config's ``decoding``. With
-    ``hydra_app``, the Hydra door runs ``run`` as a Hydra application, once per job of a run or
-    sweep, and ``run`` also gets ``job``: Hydra's config of the job (``job.runtime.output_dir``,
-    ``job.mode``), or None when the config came from ``--params``."""
+    ``strategy``, ``--strategy NAME`` makes ``sweep.NAME`` the config's ``decoding``, and ``run``
+    also gets ``strategy=NAME`` (None without the option). With ``hydra_app``, the Hydra door runs
+    ``run`` as a Hydra application, once per job of a run or sweep, and ``run`` also gets ``job``:
+    Hydra's config of the job (``job.runtime.output_dir``, ``job.mode``), or None when the config
+    came from ``--params``."""
     parser = argparse.ArgumentParser(
         description=description,
         epilog="Other arguments are Hydra overrides of conf/, e.g. model=small decoding=beam"
@@ -80,7 +81,8 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
         cfg: Config = build_config(raw)
         if strategy and args.strategy:
             cfg = cfg.with_strategy(args.strategy)
-        run(cfg, **path_args, **({"job": None} if hydra_app else {}))
+        run(cfg, **path_args, **({"job": None} if hydra_app else {}),
+            **({"strategy": args.strategy} if strategy else {}))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         if os.environ.get("LMLAB_DEBUG"):
             raise

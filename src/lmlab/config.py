@@ -382,6 +382,7 @@ class LoggerConfig:
     entity: str | None = None
     mode: str = "offline"
     save_dir: str = "."
+    group: str | None = None  # W&B run group; null: derived (lmlab.tracking.run_group)
 
     def check(self) -> None:
         _require(self.kind in ("wandb", "csv", "none"), "logger.kind", self.kind,

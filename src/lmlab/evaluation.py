@@ -47,9 +47,9 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
              baseline_path: str | Path | None = None) -> dict:
     """Score the generations file and write the flat metrics JSON.
 
-    The main strategy (no ``baseline_path``) adds test perplexity and goes to the W&B run. A sweep
-    strategy is instead tested against the baseline's generations (paired bootstrap): its
-    perplexity would be the same model's, and its W&B logging belongs to the sweep report.
+    The main strategy (no ``baseline_path``) adds test perplexity. A sweep strategy is instead
+    tested against the baseline's generations (paired bootstrap): its perplexity would be the same
+    model's. The stage then adds the metrics to the training's W&B run (``tracking.log_evaluation``).
     """
     from . import scoring
 
@@ -65,12 +65,8 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
     else:
         from .training import load_model
 
-        model, _, payload = load_model(model_path)
+        model, _, _ = load_model(model_path)
         block = cfg.trainer.block_size if task == "language_modeling" else None
         metrics.update(perplexity(model, prepared_dir, "test", e.batch_size, block))
     atomic_write_json(metrics_path, metrics)
-    if baseline_path is None:
-        from .tracking import log_evaluation
-
-        log_evaluation(cfg, payload.get("summary", {}), metrics, records)
     return metrics

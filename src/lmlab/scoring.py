@@ -258,6 +258,31 @@ def score(records: list[dict], *, task: str = "translation", bleu_tokenize: str 
     return metrics
 
 
+def example_scores(records: list[dict], *, task: str = "translation", bleu_tokenize: str = "13a",
+                   rouge_stemmer: bool = True) -> tuple[str, list[float]]:
+    """(column name, one score per record): what each example earns on its own, for the W&B
+    table of example generations.
+
+    * translation: ``sentence BLEU``, sacreBLEU's sentence-level BLEU with the tokenizer of the
+      corpus BLEU and effective n-gram order (a short sentence with no 4-gram match is not 0);
+    * summarization: ``ROUGE-L``, the F-measure ×100 that :func:`score` averages into ``rougeL``;
+    * language modelling: ``seq-rep-4``, the share of the continuation's 4-grams that repeat.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} must be one of {', '.join(TASKS)}")
+    hyps = [r["hypothesis"] for r in records]
+    if task == "translation":
+        from sacrebleu.metrics import BLEU
+
+        bleu = BLEU(tokenize=bleu_tokenize, effective_order=True)
+        return "sentence BLEU", [round(bleu.sentence_score(h, [r["reference"]]).score, 4)
+                                 for h, r in zip(hyps, records)]
+    if task == "summarization":
+        return "ROUGE-L", [_rouge([(h, r["reference"])], rouge_stemmer)["rougeL"]
+                           for h, r in zip(hyps, records)]
+    return "seq-rep-4", [round(seq_repetition([h], 4), 4) for h in hyps]
+
+
 def paired_bootstrap(baseline: list[dict], system: list[dict], *, bleu_tokenize: str = "13a",
                      n_samples: int = 1000) -> dict:
     """sacreBLEU's paired bootstrap resampling (Koehn, 2004) of ``system`` against ``baseline`` on

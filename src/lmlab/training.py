@@ -24,6 +24,7 @@ from .config import Config
 from .files import atomic_path, atomic_write_json
 from .model import ModelConfig, Transformer
 from .tokenization import PAD, load_tokenizer
+from .tracking import define_step_axis, display_name, run_group, run_tags, wandb_dir
 
 MODEL_FORMAT = "lmlab-model-v1"
 CKPT_TOKENIZER = "lmlab_tokenizer"  # the tokenizer's JSON inside a Lightning checkpoint
@@ -288,7 +289,7 @@ class PairData(pl.LightningDataModule):
 
 def make_logger(cfg: Config, run_name: str, run_id: str | None = None):
     """The experiment logger for ``cfg.logger`` (``False`` for none). ``run_id`` continues an
-    existing W&B run (a resumed training)."""
+    existing W&B run (a resumed training); its group and tags are ``tracking``'s."""
     lc = cfg.logger
     if lc.kind == "none":
         return False
@@ -300,11 +301,10 @@ def make_logger(cfg: Config, run_name: str, run_id: str | None = None):
 
     # Chosen before wandb.init: offline never touches the network.
     os.environ.setdefault("WANDB_SILENT", "true")
-    Path(lc.save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=lc.project, entity=lc.entity, mode=lc.mode, save_dir=lc.save_dir,
+    save_dir = wandb_dir(lc.save_dir)
+    return WandbLogger(project=lc.project, entity=lc.entity, mode=lc.mode, save_dir=save_dir,
                        name=run_name, job_type="train", config=cfg.to_dict(), id=run_id,
-                       resume="allow" if run_id else None,
-                       tags=[f"model={cfg.model.name}", f"arch={cfg.model.arch}"])
+                       resume="allow" if run_id else None, group=run_group(cfg), tags=run_tags(cfg))
 
 
 def export_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, cfg: Config, path: Path,
@@ -484,8 +484,7 @@ def _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_
 
     module = TranslationModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
     module.tokenizer_json = tokenizer_json
-    run_name = run_name or out_dir.name
-    logger = make_logger(cfg, run_name, run_id)
+    logger = make_logger(cfg, run_name or display_name(out_dir), run_id)
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss",
                            mode="min", save_top_k=1, auto_insert_metric_name=False)
     # last.ckpt every N steps, what `ckpt_path=last` resumes from after a crash
@@ -509,6 +508,8 @@ def _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_
     )
     if logger:
         logger.log_hyperparams({"n_parameters": module.model.num_parameters()})
+        if cfg.logger.kind == "wandb":
+            define_step_axis(logger.experiment)  # a no-op stand-in on ranks other than 0
     with warnings.catch_warnings():
         # our batch sampler is deliberate; the data loader needs no worker processes on CPU
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -543,8 +544,8 @@ def _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_
                 module.model.state_dict()
         if logger and cfg.logger.kind == "wandb":
             exp = logger.experiment
-            summary["wandb"] = {"id": exp.id, "project": cfg.logger.project, "dir": str(exp.dir),
-                                "mode": cfg.logger.mode}
+            summary["wandb"] = {"id": exp.id, "project": cfg.logger.project, "entity": cfg.logger.entity,
+                                "dir": str(exp.dir), "mode": cfg.logger.mode}
             exp.summary.update({k: v for k, v in summary.items() if k != "wandb"})
         export_model(mcfg.to_dict(), weights, tokenizer_json, cfg, out_dir / "model.pt", {"summary": summary})
         atomic_write_json(out_dir / "run.json", summary)
