@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import child_env
+from test_tracking import read_run_file
 
 from lmlab.config import build_config, compose
 from lmlab.training import load_model
@@ -51,6 +52,8 @@ def test_basic_multirun_runs_each_job_in_its_own_directory(prepared, tiny_overri
         # the W&B run lives in the job's directory too
         (run,) = list((job / "wandb").glob("offline-run-*"))
         assert run.name.endswith(summary["wandb"]["id"])
+        (record,) = [r["run"] for r in read_run_file(next(run.glob("*.wandb"))) if r["type"] == "run"]
+        assert record["run_group"] == str(sweep.relative_to(tmp_path))  # the jobs of one sweep group together
         assert f"wrote {job.relative_to(tmp_path)}/model.pt" in proc.stdout
     assert summary["wandb"]["id"] != json.loads((jobs[0] / "run.json").read_text())["wandb"]["id"]
     # nothing outside the sweep: Hydra did not chdir, no run fell back to outputs/ or ./wandb

@@ -75,14 +75,9 @@ def test_dvc_repro_end_to_end(repo):
     run(["git", "checkout", "params.yaml"], dest, env)
     run(["dvc", "repro"], dest, env)  # back to the committed params (from DVC's run cache)
 
-    # a decoding experiment reruns only what depends on decoding
+    # (that a decoding experiment never retrains is tests/test_sweep.py's 2 x 2 queue)
     run(git + ["add", "-A"], dest, env)
     run(git + ["commit", "-qm", "baseline"], dest, env)
-    exp = run(["dvc", "exp", "run", "-S", "decoding=beam"], dest, env)
-    assert ran_stages(exp) == ["generate", "evaluate", "report"]
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env))
-    found = json.dumps(shown)
-    assert found.count('"bleu"') >= 2 and '"beam"' in found
 
     # the decoder-only architecture through the same pipeline: retrain, decode, score
     exp = run(["dvc", "exp", "run", "-S", "model=gpt-tiny", "-S", "model.n_encoder_layer=0",

@@ -55,8 +55,7 @@ def display_name(out_dir: Path, environ=os.environ) -> str:
 
 
 def _hydra_sweep_dir() -> str | None:
-    """``hydra.sweep.dir`` when this process is a job of a Hydra multirun (lmlab's own scripts
-    compose without Hydra's runtime, so this is for a ``@hydra.main`` app that calls ``train``)."""
+    """``hydra.sweep.dir`` when this process is a job of a Hydra multirun (``src/train.py -m``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
