@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -52,10 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--exp", nargs="+", metavar="NAME", help="only these experiments (names or revs)")
     parser.add_argument("--bootstrap-samples", type=int, default=1000, metavar="N")
     args = parser.parse_args(argv)
+    logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # its tokenized-period hint, once per test
     try:
-        results = collect(exp_show(args.all_commits))
-        if args.exp:
-            results = [r for r in results if r.exp in args.exp or any(r.rev.startswith(e) for e in args.exp)]
+        results = collect(exp_show(args.all_commits), only=args.exp)
         target = {r.params.get("data.target_lang") for r in results}
         bleu_tokenize = bleu_tokenizer_for(target.pop() if len(target) == 1 else None,
                                            str(results[0].params.get("evaluate.bleu_tokenize", "auto"))

@@ -64,7 +64,8 @@ def test_resume_plan_names_what_changed(tmp_path, tiny_overrides):
 
 def test_decoder_only_with_token_budget_accumulation_and_averaging(prepared, tiny_overrides, tmp_path):
     """A GPT-layout model trains on the pairs; batches of at most 600 tokens, two per optimizer
-    step; the exported weights are the mean of the last three snapshots."""
+    step; the exported weights are the mean of the last three snapshots. Validation every 5 steps
+    and after the last (12)."""
     from lmlab.config import build_config as build
     from lmlab.translation import translate
     from lmlab.tokenization import TokenArray
@@ -73,12 +74,15 @@ def test_decoder_only_with_token_budget_accumulation_and_averaging(prepared, tin
                                   "trainer.batch_size=null", "trainer.max_tokens=600",
                                   "trainer.accumulate_grad_batches=2", "trainer.max_steps=12",
                                   "trainer.checkpoint_every_n_steps=4", "trainer.average_last=3",
-                                  "trainer.lr_schedule=inverse_sqrt", "ckpt_path=null"]
+                                  "trainer.lr_schedule=inverse_sqrt", "trainer.val_check_interval=5",
+                                  "ckpt_path=null"]
     cfg = build(compose(overrides))
     assert cfg.model.arch == "decoder-only" and cfg.model.positions == "learned"
     summary = train(cfg, prepared / "prepared", tmp_path / "model", tmp_path / "curves")
     assert summary["arch"] == "decoder-only" and summary["global_step"] == 12
     assert summary["averaged_checkpoints"] == ["step-00000004.pt", "step-00000008.pt", "step-00000012.pt"]
+    val_steps = [line.split("\t")[0] for line in (tmp_path / "curves/val_loss.tsv").read_text().splitlines()[1:]]
+    assert val_steps == ["5", "10", "12"]
     snaps = snapshot_files(tmp_path / "model/checkpoints/snapshots")
     model, tok, payload = load_model(tmp_path / "model/model.pt")
     want = average_state_dicts(snaps)

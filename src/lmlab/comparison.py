@@ -95,10 +95,13 @@ def _experiments(show: list[dict]) -> list[tuple[str, str, str, dict]]:
     return found
 
 
-def collect(show: list[dict]) -> list[Result]:
-    """Every strategy's results of every experiment in ``dvc exp show --json`` output, labelled."""
+def collect(show: list[dict], only: list[str] | None = None) -> list[Result]:
+    """Every strategy's results of every experiment in ``dvc exp show --json`` output (or of the
+    experiments ``only`` names, by name or a prefix of the commit), labelled."""
     results = []
     for name, rev, timestamp, data in _experiments(show):
+        if only and name not in only and not any(rev.startswith(o) for o in only):
+            continue
         params = _file(data["params"], "params.yaml")
         metrics, train = data["metrics"], _file(data["metrics"], TRAIN_FILE)
         base = {k: v for k, v in params.items() if k not in ("decoding", "sweep")}

@@ -187,6 +187,20 @@ class CurveWriter(pl.Callback):
                 Path(tmp).write_text("\n".join(lines) + "\n")
 
 
+class FinalValidation(pl.Callback):
+    """Validate after the last step too when ``max_steps`` is no multiple of the validation
+    interval: the best checkpoint (the exported model) must be able to be the final weights.
+    Lightning validates on a stop request at the end of a step, so the last step asks for one."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step >= trainer.max_steps and step % self.every:
+            trainer.should_stop = True
+
+
 class Snapshots(pl.Callback):
     """Weights every ``every`` steps, the newest ``keep`` of them, for checkpoint averaging
     (fairseq's ``average_checkpoints``: the mean of the last few checkpoints usually beats each)."""
@@ -496,6 +510,7 @@ def _fit(cfg, tc, mcfg, data, fp, tokenizer_json, resume_from, run_id, prepared_
         callbacks.append(Snapshots(ckpt_dir / "snapshots", tc.checkpoint_every_n_steps, tc.average_last))
     # Validation every N steps whatever the epoch length, and once more at the very end.
     val_every = min(tc.val_check_interval, tc.max_steps)
+    callbacks.append(FinalValidation(val_every))
     trainer = pl.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, strategy=make_strategy(tc.strategy),
         num_nodes=tc.num_nodes, precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
