@@ -56,10 +56,11 @@ def main(argv=None) -> int:
     logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # its tokenized-period hint, once per test
     try:
         results = collect(exp_show(args.all_commits), only=args.exp)
+        # BLEU's tokenizer as the evaluate stage chose it, when every experiment agrees on it
         target = {r.params.get("data.target_lang") for r in results}
+        asked = {r.params.get("evaluate.bleu_tokenize", "auto") for r in results}
         bleu_tokenize = bleu_tokenizer_for(target.pop() if len(target) == 1 else None,
-                                           str(results[0].params.get("evaluate.bleu_tokenize", "auto"))
-                                           if results else "auto")
+                                           asked.pop() if len(asked) == 1 else "auto")
         write_comparison(results, args.out, args.csv, args.figures_dir, read_generations=read_generations,
                          read_curve=read_curve, bleu_tokenize=bleu_tokenize, n_samples=args.bootstrap_samples)
     except (ConfigError, FileNotFoundError, ValueError) as err:

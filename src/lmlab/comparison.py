@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .files import atomic_path, atomic_write_text
+from .files import atomic_write_text
+from .reporting import flatten, markdown_cell, new_axes, plot_curves, save_figure
 from .scoring import MAIN_METRICS, METRIC_NAMES, paired_bootstrap
 
 MAIN_METRICS_FILE = "reports/metrics.json"
@@ -56,16 +57,6 @@ class Result:
     col: str = ""
     marks: dict[str, str] = field(default_factory=dict)  # metric -> significance marks
     tests: dict[str, Any] = field(default_factory=dict)  # p-values for the CSV
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _file(data: dict, path: str) -> dict:
@@ -233,15 +224,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _cell_text(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown(results: list[Result], task: str, figures: list[tuple[str, str]],
                     notes: list[str], tested: bool, n_samples: int) -> str:
     rows, cols = order(results)
     cell = {(r.row, r.col): r for r in results}
-    header = "| model | " + " | ".join(_cell_text(c) for c in cols) + " |"
+    header = "| model | " + " | ".join(markdown_cell(c) for c in cols) + " |"
     rule = "|---|" + "---:|" * len(cols)
     lines = ["# Sweep: model size × decoding strategy", "",
              f"{len(results)} results from {len({r.exp for r in results})} experiments "
@@ -251,7 +238,7 @@ def render_markdown(results: list[Result], task: str, figures: list[tuple[str, s
         for row in rows:
             values = [(f"{cell[row, c].metrics[key]:.2f}{cell[row, c].marks.get(key, '')}"
                        if (row, c) in cell and key in cell[row, c].metrics else "–") for c in cols]
-            lines.append(f"| {_cell_text(row)} | " + " | ".join(values) + " |")
+            lines.append(f"| {markdown_cell(row)} | " + " | ".join(values) + " |")
         lines.append("")
     if tested:
         lines += [f"\\* differs from the row's first strategy, † from the column's first model, at "
@@ -264,12 +251,12 @@ def render_markdown(results: list[Result], task: str, figures: list[tuple[str, s
     for row in rows:
         values = [_fmt(cell[row, c].decode.get("tokens_per_second"), 0) if (row, c) in cell else "–"
                   for c in cols]
-        lines.append(f"| {_cell_text(row)} | " + " | ".join(values) + " |")
+        lines.append(f"| {markdown_cell(row)} | " + " | ".join(values) + " |")
     lines += ["", "## Models", "", "| model | parameters | training s | training tok/s | best val loss |",
               "|---|---:|---:|---:|---:|"]
     for row in rows:
         t = next(r.train for r in results if r.row == row)
-        lines.append(f"| {_cell_text(row)} | {_fmt(t.get('n_parameters'))} | {_fmt(t.get('train_seconds'), 0)} | "
+        lines.append(f"| {markdown_cell(row)} | {_fmt(t.get('n_parameters'))} | {_fmt(t.get('train_seconds'), 0)} | "
                      f"{_fmt(t.get('train_tokens_per_second'), 0)} | {_fmt(t.get('best_val_loss'), 4)} |")
     lines += ["", "## Figures", ""]
     lines += [f"![{caption}]({path})\n" for caption, path in figures]
@@ -300,29 +287,6 @@ def render_csv(results: list[Result], task: str) -> str:
     return buf.getvalue()
 
 
-def _axes(title: str, xlabel: str, ylabel: str):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _save(fig, ax, path: Path) -> None:
-    if ax.get_xscale() == "log":
-        from matplotlib.ticker import NullFormatter
-
-        ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the decades only
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-
-
 def plot_figures(results: list[Result], task: str, figures_dir: Path,
                  curves: dict[str, list[tuple[int, float]]]) -> dict[str, Path]:
     """The three PNGs; returns {figure key: path} of those drawn."""
@@ -332,7 +296,7 @@ def plot_figures(results: list[Result], task: str, figures_dir: Path,
     cell = {(r.row, r.col): r for r in results}
     out = {}
 
-    fig, ax = _axes(f"{metric} against model size", "parameters", metric)
+    fig, ax = new_axes(f"{metric} against model size", "parameters", metric)
     for col in cols:
         points = sorted((cell[row, col].train.get("n_parameters"), cell[row, col].metrics[key])
                         for row in rows if (row, col) in cell and cell[row, col].train.get("n_parameters"))
@@ -341,9 +305,9 @@ def plot_figures(results: list[Result], task: str, figures_dir: Path,
             ax.plot(xs, ys, marker="o", label=col)
     ax.set_xscale("log")
     out["params"] = figures_dir / FIGURES["params"]
-    _save(fig, ax, out["params"])
+    save_figure(fig, ax, out["params"])
 
-    fig, ax = _axes(f"{metric} against decoding speed", "decoding tokens/s", metric)
+    fig, ax = new_axes(f"{metric} against decoding speed", "decoding tokens/s", metric)
     markers = "osD^v<>pP*X"
     for j, col in enumerate(cols):
         for i, row in enumerate(rows):
@@ -353,16 +317,12 @@ def plot_figures(results: list[Result], task: str, figures_dir: Path,
                            marker=markers[i % len(markers)], label=f"{row} / {col}")
     ax.set_xscale("log")
     out["speed"] = figures_dir / FIGURES["speed"]
-    _save(fig, ax, out["speed"])
+    save_figure(fig, ax, out["speed"])
 
-    if curves:
-        fig, ax = _axes("Validation loss of every training run", "step", "val/loss (NLL per token)")
-        for label, points in curves.items():
-            if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if len(points) <= 30 else None, markersize=3, label=label)
+    if any(curves.values()):
         out["val_loss"] = figures_dir / FIGURES["val_loss"]
-        _save(fig, ax, out["val_loss"])
+        plot_curves(curves, out["val_loss"], title="Validation loss of every training run",
+                    ylabel="val/loss (NLL per token)")
     return out
 
 

@@ -52,21 +52,39 @@ def parse_curve(text: str, name: str) -> list[tuple[int, float]]:
     return points
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float]]], out_png: str | Path, *, title: str,
-                ylabel: str, logy: bool = False) -> None:
-    """Plot one line per curve (x = step) into ``out_png``, written atomically.
-
-    Draws on a bare ``Figure`` with the Agg canvas rather than through pyplot: no backend to select,
-    no global figure registry to leak into, so it is safe in tests and headless stages alike.
-    """
-    if not any(curves.values()):
-        raise ValueError(f"nothing to plot for {out_png}: every curve is empty")
+def new_axes(title: str, xlabel: str, ylabel: str):
+    """A figure and its axes, titled and gridded: a bare ``Figure`` with the Agg canvas rather than
+    pyplot, so there is no backend to select and no global figure registry to leak into (safe in
+    tests and headless stages alike)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.0))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def save_figure(fig, ax, out_png: str | Path) -> None:
+    """Add the legend and write the PNG atomically (a log x axis labels its decades only)."""
+    if ax.get_xscale() == "log":
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)  # the temporary name ends in .tmp: say the format
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], out_png: str | Path, *, title: str,
+                ylabel: str, logy: bool = False) -> None:
+    """Plot one line per curve (x = step) into ``out_png``, written atomically."""
+    if not any(curves.values()):
+        raise ValueError(f"nothing to plot for {out_png}: every curve is empty")
+    fig, ax = new_axes(title, "step", ylabel)
     for label, points in curves.items():
         if not points:
             continue
@@ -75,15 +93,10 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], out_png: str | Path,
         ax.plot(steps, values, label=label, marker="o" if len(points) <= 30 else None, markersize=3)
     if logy:
         ax.set_yscale("log")
-    ax.set(title=title, xlabel="step", ylabel=ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)  # the temporary name ends in .tmp: say the format
+    save_figure(fig, ax, out_png)
 
 
-def _cell(value: Any) -> str:
+def markdown_cell(value: Any) -> str:
     """Text safe inside a markdown table cell: HTML-escaped, ``|`` escaped, newlines as <br>."""
     text = str(value)
     if not text.strip():
@@ -98,14 +111,14 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (an empty mapping stays a value)."""
     out: dict[str, Any] = {}
     for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -124,7 +137,7 @@ def strategy_table(main: dict, sweep: dict[str, dict], main_name: str = "decodin
               *(f"Δ{METRIC_NAMES[k]} (p)" for k in tested)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, m in [(f"{main_name} (baseline)", main), *sweep.items()]:
-        cells = [_cell(name), *(f"{m[k]:.2f}" for k in keys), f"{m['mean_hyp_words']:.2f}"]
+        cells = [markdown_cell(name), *(f"{m[k]:.2f}" for k in keys), f"{m['mean_hyp_words']:.2f}"]
         for key in tested:
             if m is main:
                 cells.append("")
@@ -149,10 +162,10 @@ def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, 
     ``notes`` are lines shown under the figures (e.g. which curve files were missing); ``sweep``
     maps sweep strategy names to their metrics (with significance against ``metrics``).
     """
-    flat = _flatten(metrics)
+    flat = flatten(metrics)
     signatures = {k: v for k, v in flat.items() if k.endswith("_signature")}
     lines = [f"# {title}", "", "## Metrics", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {_cell(k)} | {_cell(_format_value(v))} |" for k, v in flat.items() if k not in signatures]
+    lines += [f"| {markdown_cell(k)} | {markdown_cell(_format_value(v))} |" for k, v in flat.items() if k not in signatures]
     if signatures:
         lines += ["", "### Metric signatures", ""]
         lines += [f"- {k.removesuffix('_signature')}: `{v}`" for k, v in signatures.items()]
@@ -170,8 +183,8 @@ def render_report(metrics: dict, examples: list[dict], figures: list[tuple[str, 
     lines += ["## Example generations", ""]
     if examples:
         lines += ["| id | source | reference | hypothesis |", "|---:|---|---|---|"]
-        lines += [f"| {_cell(r['id'])} | {_cell(r['source'])} | {_cell(r['reference'])} | "
-                  f"{_cell(r['hypothesis'])} |" for r in examples]
+        lines += [f"| {markdown_cell(r['id'])} | {markdown_cell(r['source'])} | {markdown_cell(r['reference'])} | "
+                  f"{markdown_cell(r['hypothesis'])} |" for r in examples]
     else:
         lines += ["*(no examples)*"]
 
