@@ -2,7 +2,7 @@
 
 Decoder-only: both decode the same model, a ``Transformer`` of a ``conf/model`` preset's
 dimensions (``--preset``) in GPT-2's layout, copied tensor for tensor into
-``transformers.GPT2LMHeadModel`` (``lmlab.interop``; tests/test_hf_parity.py shows the two produce
+``transformers.GPT2LMHeadModel`` (``lmlab.model.interop``; tests/test_hf_parity.py shows the two produce
 identical tokens). Encoder-decoder: lmlab's ``--encdec-preset`` against a ``MarianMTModel`` of the
 same dimensions (width, heads, layers, feed-forward, vocabulary, sinusoidal positions, ReLU;
 random weights on both sides, as the token count is fixed). Every prompt
@@ -36,9 +36,8 @@ import torch  # noqa: E402
 
 from lmlab.config import build_config, compose  # noqa: E402
 from lmlab.decoding import BeamSearch, Greedy, Sampling, generate  # noqa: E402
-from lmlab.interop import to_gpt2  # noqa: E402
-from lmlab.model import Transformer  # noqa: E402
-from lmlab.training import model_config  # noqa: E402
+from lmlab.model.interop import to_gpt2  # noqa: E402
+from lmlab.model.transformer import ModelConfig, Transformer  # noqa: E402
 
 PAD, BOS, EOS = 0, 2, 3
 STRATEGIES = {  # name: (lmlab policy, Hugging Face generate() arguments)
@@ -56,7 +55,7 @@ def build_models(preset: str, vocab: int, seed: int):
                  "model.scale_embeddings=false", "model.tie_embeddings=true", "model.dropout=0.0"]
     cfg = build_config(compose(overrides))
     torch.manual_seed(seed)
-    model = Transformer(model_config(cfg, vocab)).eval()
+    model = Transformer(ModelConfig.of(cfg, vocab)).eval()
     return model, to_gpt2(model, bos_id=BOS, eos_id=EOS, pad_id=PAD)
 
 
@@ -68,7 +67,7 @@ def build_encdec(preset: str, vocab: int, seed: int):
     if cfg.model.arch != "encoder-decoder":
         raise SystemExit(f"--encdec-preset {preset} is {cfg.model.arch}, not encoder-decoder")
     torch.manual_seed(seed)
-    model = Transformer(model_config(cfg, vocab)).eval()
+    model = Transformer(ModelConfig.of(cfg, vocab)).eval()
     m = cfg.model
     hf_cfg = transformers.MarianConfig(
         vocab_size=vocab, d_model=m.n_embd, encoder_layers=m.n_encoder_layer,

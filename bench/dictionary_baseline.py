@@ -1,6 +1,6 @@
 """Word-for-word dictionary baseline on the synthetic corpus's test split.
 
-Translates every test source sentence word by word with ``lmlab.corpus.dictionary`` (the
+Translates every test source sentence word by word with ``lmlab.data.corpus.dictionary`` (the
 strongest word-for-word table: each source word's most frequent translation under the
 generator's own alignments) and scores it with sacreBLEU (BLEU, 13a tokenization) and chrF.
 The corpus is built so that this stays far below what a trained model reaches.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lmlab.corpus import dictionary_bleu  # noqa: E402  (needs the sys.path line above)
+from lmlab.data.corpus import dictionary_bleu  # noqa: E402  (needs the sys.path line above)
 
 __all__ = ["dictionary_bleu", "main"]
 

@@ -2,7 +2,7 @@
 
 For each corpus size in ``--scales`` (multiples of ``--n-train`` training pairs, 20,000 for the
 built-in corpus, with validation and test at 1/20 of that each), lmlab's built-in corpus is
-generated (``lmlab.corpus.generate_corpus``) into raw one-sentence-per-line files. Then, each in a
+generated (``lmlab.data.corpus.generate_corpus``) into raw one-sentence-per-line files. Then, each in a
 fresh child process:
 
 * lmlab: the prepare stage's two library calls, ``train_tokenizers`` (the training split, streamed)
@@ -44,7 +44,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from lmlab.rawdata import SIDES, SPLITS  # noqa: E402
+from lmlab.data.rawfiles import SIDES, SPLITS  # noqa: E402
 
 
 def peak_mib() -> float:
@@ -56,7 +56,7 @@ def peak_mib() -> float:
 
 def write_corpus(raw_dir: Path, n_train: int, seed: int) -> int:
     """The built-in corpus with ``n_train`` training pairs as raw files; returns the line count."""
-    from lmlab.corpus import generate_corpus
+    from lmlab.data.corpus import generate_corpus
 
     n_other = max(1, n_train // 20)
     corpus = generate_corpus(seed=seed, n_train=n_train, n_valid=n_other, n_test=n_other)
@@ -72,7 +72,7 @@ def write_corpus(raw_dir: Path, n_train: int, seed: int) -> int:
 
 def child_lmlab(args) -> dict:
     from lmlab.config import TokenizerConfig
-    from lmlab.encoding import encode_corpus, raw_sides, train_tokenizers
+    from lmlab.data.prepare import encode_corpus, raw_sides, train_tokenizers
 
     tc = TokenizerConfig(kind=args.kind, vocab_size=args.vocab, workers=args.workers,
                          chunk_size=args.chunk_size)

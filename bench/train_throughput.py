@@ -47,10 +47,10 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from lmlab.batching import collate_pairs  # noqa: E402  (needs the sys.path line above)
 from lmlab.config import build_config, compose  # noqa: E402
-from lmlab.tokenization import EOS, PAD  # noqa: E402
-from lmlab.training import TranslationModule, model_config  # noqa: E402
+from lmlab.data.batching import collate_pairs  # noqa: E402  (needs the sys.path line above)
+from lmlab.data.tokenizer import EOS, PAD  # noqa: E402
+from lmlab.train.fit import TranslationModule, model_config  # noqa: E402
 
 FIRST_ID = 4  # ids below are <pad> <unk> <s> </s>; random sentences use ordinary tokens only
 

@@ -18,10 +18,10 @@ import os
 import subprocess
 import sys
 
-from lmlab.comparison import VAL_CURVE_FILE, collect, write_comparison
 from lmlab.config import ConfigError
-from lmlab.reporting import parse_curve
-from lmlab.scoring import bleu_tokenizer_for, parse_generations
+from lmlab.evaluate.metrics import bleu_tokenizer_for, parse_generations
+from lmlab.report.compare import VAL_CURVE_FILE, collect, write_comparison
+from lmlab.report.report import parse_curve
 
 
 def exp_show(all_commits: bool) -> list[dict]:

@@ -1,7 +1,7 @@
 """Stage `download`: write the train/validation/test splits of the configured dataset to data/raw/."""
 
 from lmlab.cli import stage_main
-from lmlab.rawdata import download
+from lmlab.data.download import download
 
 
 def run(cfg, raw_dir):

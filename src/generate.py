@@ -7,8 +7,8 @@
 """
 
 from lmlab.cli import stage_main
+from lmlab.decoding.driver import generate_split
 from lmlab.files import atomic_write_json
-from lmlab.translation import generate_split
 
 
 def run(cfg, model, prepared_dir, raw_dir, out, speed, strategy=None):

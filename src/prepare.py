@@ -1,8 +1,7 @@
 """Stage `prepare`: train the tokenizer on the training split, encode every split to token arrays."""
 
 from lmlab.cli import stage_main
-from lmlab.encoding import prepare
-
+from lmlab.data.prepare import prepare
 
 DROPPED = {"dropped_too_long": "too long", "dropped_too_short": "too short",
            "dropped_ratio": "over max_ratio"}

@@ -1,7 +1,7 @@
 """Stage `report`: reports/report.md with the metrics table, loss plots and example generations."""
 
 from lmlab.cli import stage_main
-from lmlab.reporting import write_report
+from lmlab.report.report import write_report
 
 
 def upstream(cfg) -> dict:

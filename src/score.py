@@ -10,9 +10,10 @@ example generations.
 """
 
 from lmlab.cli import stage_main
-from lmlab.evaluation import evaluate
-from lmlab.scoring import summary_line
-from lmlab.tracking import log_evaluation, strategy_name, sync_hint
+from lmlab.evaluate.driver import evaluate
+from lmlab.evaluate.metrics import summary_line
+from lmlab.evaluate.wandb_run import log_evaluation
+from lmlab.tracking import strategy_name, sync_hint
 
 
 def run(cfg, generations, model, prepared_dir, metrics, baseline, strategy=None):

@@ -17,8 +17,8 @@ from lmlab.cli import stage_main
 
 
 def run(cfg, model, prompt):
-    from lmlab.training import load_model
-    from lmlab.translation import translate_texts
+    from lmlab.decoding.driver import translate_texts
+    from lmlab.model.checkpoint import load_model
 
     loaded, tokenizer, _ = load_model(model)
     if prompt:

@@ -8,7 +8,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+# The one place the suite edits sys.path: this checkout's src/ (lmlab and the stage scripts, which
+# tests import as `import report`) wins over any installed copy, and bench/ makes the bench
+# scripts importable (`import train_throughput`).
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -61,8 +64,8 @@ def tiny_overrides():
 def prepared(tmp_path_factory, tiny_overrides):
     """The tiny config's corpus, downloaded and tokenized once: ``<root>/raw``, ``<root>/prepared``."""
     from lmlab.config import build_config, compose
-    from lmlab.encoding import prepare
-    from lmlab.rawdata import download
+    from lmlab.data.download import download
+    from lmlab.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("prepared")
     cfg = build_config(compose(tiny_overrides))

@@ -1,17 +1,13 @@
 """bench/train_throughput.py: both paths train the same thing, and the script ends in its JSON."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench" / "train_throughput.py")
-tt = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tt)
-
 import pytest
+import train_throughput as tt
 
 SMALL = ["model.dropout=0.0", "model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1",
          "model.d_ff=64", "trainer.warmup_steps=2"]
@@ -50,9 +46,7 @@ def test_script_prints_table_then_json(capsys):
 
 def test_decode_speed_prints_ratios_for_every_strategy_and_batch(capsys):
     pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location("decode_speed", ROOT / "bench" / "decode_speed.py")
-    ds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ds)
+    import decode_speed as ds
     record = ds.main(["--preset", "gpt-tiny", "--batches", "1,2", "--new-tokens", "3", "--prompt-len", "4",
                       "--vocab", "50", "--repeats", "1", "--threads", "1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from lmlab.comparison import collect, write_comparison
+from lmlab.report.compare import collect, write_comparison
 
 
 def exp(name, rev, ts, model="tiny", decoding="greedy", lr=0.002, sweep=(), bleu=10.0, n_params=1000,

@@ -7,10 +7,8 @@ import pytest
 import yaml
 
 from lmlab.config import CONF_DIR, ConfigError, build_config, compose, load_params
-from lmlab.model import Transformer
+from lmlab.model.presets import count_parameters
 from lmlab.params import render
-from lmlab.presets import count_parameters
-from lmlab.training import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -1,7 +1,6 @@
 """The built-in synthetic corpus: determinism, splits, size, the phenomena, the dictionary baseline."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -14,11 +13,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
-from lmlab import corpus  # noqa: E402
-from lmlab.corpus import (  # noqa: E402
-    NP, PP, SPLITS, Clause, Rel, dictionary, dictionary_bleu, generate_corpus, lexicon, render,
+from lmlab.data import corpus  # noqa: E402
+from lmlab.data.corpus import (  # noqa: E402
+    NP,
+    PP,
+    SPLITS,
+    Clause,
+    Rel,
+    dictionary,
+    dictionary_bleu,
+    generate_corpus,
+    lexicon,
+    render,
     translate_word_for_word,
 )
 
@@ -42,12 +49,12 @@ def test_same_seed_same_corpus_different_seed_different():
 
 
 def test_byte_identical_in_another_process_with_another_hash_seed():
-    code = ("import hashlib, json, sys; sys.path.insert(0, sys.argv[1]); "
-            "from lmlab.corpus import generate_corpus; "
+    code = ("import hashlib, json; "
+            "from lmlab.data.corpus import generate_corpus; "
             "print(hashlib.sha256(json.dumps(generate_corpus(seed=5, n_train=1500, n_valid=150, "
             "n_test=150)).encode()).hexdigest())")
-    env = {**os.environ, "PYTHONHASHSEED": "987"}
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "src")], env=env,
+    env = {**os.environ, "PYTHONHASHSEED": "987", "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == _digest(generate_corpus(seed=5, **SMALL))
 
@@ -208,9 +215,7 @@ def test_dictionary_baseline_scores_low():
 
 
 def test_bench_script_prints_json_last(capsys):
-    spec = importlib.util.spec_from_file_location("dictionary_baseline", ROOT / "bench" / "dictionary_baseline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import dictionary_baseline as module
     module.main(["--n-test", "200"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
@@ -219,7 +224,7 @@ def test_bench_script_prints_json_last(capsys):
 
 
 def test_language_modelling_text_is_three_source_sentences_per_line():
-    from lmlab.corpus import generate_lm_text
+    from lmlab.data.corpus import generate_lm_text
 
     text = generate_lm_text(n_train=30, n_valid=5, n_test=5)
     pairs = corpus.generate_corpus(n_train=90, n_valid=15, n_test=15)

@@ -1,9 +1,16 @@
 import numpy as np
 import pytest
 
-from lmlab.batching import (BucketBatchSampler, PairDataset, TextDataset, collate_blocks, collate_lm_pairs,
-                            collate_pairs, pad_batch)
-from lmlab.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS, TokenArray, decode, encode_lines, train_bpe, write_array
+from lmlab.data.batching import (
+    BucketBatchSampler,
+    PairDataset,
+    TextDataset,
+    collate_blocks,
+    collate_lm_pairs,
+    collate_pairs,
+    pad_batch,
+)
+from lmlab.data.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, TokenArray, decode, encode_lines, train_bpe, write_array
 
 TEXT = ["the cat sat on the mat .", "a dog ran near the cat .", "la chatte est assise ."] * 20
 

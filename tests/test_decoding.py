@@ -3,18 +3,22 @@ the real Transformer (cache parity with the full forward pass, batched == one at
 
 import math
 import re
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lmlab.config import ConfigError, DecodingConfig  # noqa: E402
-from lmlab.decoding import (BeamSearch, Greedy, NoRepeatNgram, RepetitionPenalty, Sampling,  # noqa: E402
-                            build_policy, generate, truncate)
-from lmlab.model import ModelConfig, Transformer  # noqa: E402
+from lmlab.decoding import (  # noqa: E402
+    BeamSearch,
+    Greedy,
+    NoRepeatNgram,
+    RepetitionPenalty,
+    Sampling,
+    build_policy,
+    generate,
+    truncate,
+)
+from lmlab.model.transformer import ModelConfig, Transformer  # noqa: E402
 
 PAD, BOS, EOS = 0, 1, 2
 a, b, c, d = 3, 4, 5, 6
@@ -438,7 +442,7 @@ def test_language_model_continues_each_prompt_from_its_last_token():
     """``bos_id`` per example: a (B,) tensor of first tokens, the rest of each prompt as the source.
     Greedy continuations of prompts of different lengths, batched, equal the argmax of the full
     forward pass (``model.lm``) over ``EOS prompt continuation``, step by step."""
-    from lmlab.batching import pad_batch
+    from lmlab.data.batching import pad_batch
 
     torch.manual_seed(3)
     cfg = ModelConfig(vocab_size=40, n_embd=32, n_head=4, n_encoder_layer=0, n_decoder_layer=2, d_ff=64,

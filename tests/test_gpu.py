@@ -1,7 +1,6 @@
 """The GPU path: bf16-mixed training, the fused AdamW kernel, torch.compile, FSDP and the MFU figure
 of the throughput bench. Every test here needs CUDA and is skipped cleanly without it (conftest)."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,10 @@ import torch
 from conftest import child_env
 
 from lmlab.config import build_config, compose
-from lmlab.training import TranslationModule, load_model, model_config, train
+from lmlab.model.checkpoint import load_model
+from lmlab.model.transformer import ModelConfig
+from lmlab.train.fit import train
+from lmlab.train.module import TransformerLitModule
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +39,9 @@ def test_gpu_preset_trains_in_bf16_mixed_and_learns(prepared, tiny_overrides, tm
 def test_fused_adamw_on_cuda_only():
     cfg = build_config(compose(["model=tiny", "trainer=gpu"]))
     tc = cfg.trainer.__dict__ | {"betas": list(cfg.trainer.betas)}
-    module = TranslationModule(model_config(cfg, 300).__dict__, tc).cuda()
+    module = TransformerLitModule(ModelConfig.of(cfg, 300).__dict__, tc).cuda()
     assert module.configure_optimizers()["optimizer"].defaults["fused"] is True
-    off = TranslationModule(model_config(cfg, 300).__dict__, tc | {"fused_adamw": False}).cuda()
+    off = TransformerLitModule(ModelConfig.of(cfg, 300).__dict__, tc | {"fused_adamw": False}).cuda()
     assert not off.configure_optimizers()["optimizer"].defaults["fused"]
 
 
@@ -53,9 +55,7 @@ def test_compiled_training_exports_the_plain_models_keys(prepared, tiny_override
 
 
 def test_throughput_bench_reports_mfu():
-    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench/train_throughput.py")
-    tt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tt)
+    import train_throughput as tt
     record = tt.main(["--presets", "gpt-tiny,tiny", "--steps", "5", "--warmup", "2", "--repeats", "1",
                       "--device", "cuda"])
     assert record["precision"] == "bf16-mixed"

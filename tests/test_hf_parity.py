@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lmlab.decoding import BeamSearch, Greedy, generate
-from lmlab.interop import check_gpt2_layout, gpt2_state_dict, to_gpt2
-from lmlab.model import ModelConfig, Transformer
+from lmlab.model.interop import check_gpt2_layout, gpt2_state_dict, to_gpt2
+from lmlab.model.transformer import ModelConfig, Transformer
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,11 +86,10 @@ def test_gpt2_layout_is_checked():
 
 def test_the_gpt2_124m_preset_fills_every_gpt2_tensor():
     from lmlab.config import build_config, compose
-    from lmlab.training import model_config
 
     cfg = build_config(compose(["model=gpt2-124m"]))
     with torch.device("meta"):
-        ours = gpt2_state_dict(Transformer(model_config(cfg, 50257)))
+        ours = gpt2_state_dict(Transformer(ModelConfig.of(cfg, 50257)))
         hf = transformers.GPT2LMHeadModel(transformers.GPT2Config())  # GPT-2 small's defaults
     theirs = {k: v.shape for k, v in hf.state_dict().items() if not k.endswith(".attn.bias")}
     assert {k: v.shape for k, v in ours.items()} == {k: s for k, s in theirs.items() if k != "lm_head.weight"}

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.config import CONF_DIR, build_config, compose
-from lmlab.model import ModelConfig, Transformer, apply_rotary, left_align, rotary_tables
-from lmlab.presets import GPT2_VOCAB, count_parameters, preset_names, table
+from lmlab.model.presets import GPT2_VOCAB, count_parameters, preset_names, table
+from lmlab.model.transformer import ModelConfig, Transformer, apply_rotary, left_align, rotary_tables
 
 VARIANTS = [
     dict(),
@@ -63,7 +63,7 @@ def test_gpt2_preset_has_gpt2_small_parameter_count():
 
 def test_readme_table_is_the_code_output():
     readme = (CONF_DIR.parent / "README.md").read_text()
-    assert table() in readme, "README's preset table is stale: paste `python -m lmlab.presets`"
+    assert table() in readme, "README's preset table is stale: paste `python -m lmlab.model.presets`"
 
 
 def test_output_projection_is_tied_to_the_embedding():
@@ -160,6 +160,8 @@ def test_variant_learns_one_batch(arch, kw):
     for _ in range(30):
         logits = m(src, src.eq(0), tgt[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten())
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]

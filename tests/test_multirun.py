@@ -13,7 +13,7 @@ from conftest import child_env
 from test_tracking import read_run_file
 
 from lmlab.config import build_config, compose
-from lmlab.training import load_model
+from lmlab.model.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

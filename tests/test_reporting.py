@@ -2,16 +2,13 @@
 
 import json
 import struct
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
 import pytest
 
+from lmlab.evaluate.metrics import score
 from lmlab.files import atomic_path, atomic_write_json, atomic_write_text
-from lmlab.reporting import pick_examples, plot_curves, read_curve, render_report, write_report
-from lmlab.scoring import score
+from lmlab.report.report import pick_examples, plot_curves, read_curve, render_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).parents[1]
@@ -188,11 +185,7 @@ def test_write_report_bad_input_leaves_no_report(run_dir):
 
 
 def test_report_stage_main_in_process(run_dir, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("report_stage", ROOT / "src" / "report.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    import report as stage  # src/report.py
     root, main_metrics = run_dir
     metrics, gen, curves, out, figs = report_args(root)
     sweep_dir = root / "reports" / "sweep"
@@ -228,7 +221,7 @@ def test_atomic_writes(tmp_path):
 
 
 def test_strategy_table_marks_significant_differences():
-    from lmlab.reporting import strategy_table
+    from lmlab.report.report import strategy_table
 
     main = {"bleu": 30.0, "chrf": 50.0, "ter": 60.0, "mean_hyp_words": 10.0}
     sweep = {"beam4": {"bleu": 31.5, "chrf": 50.2, "ter": 58.25, "mean_hyp_words": 9.5,
@@ -245,7 +238,7 @@ def test_strategy_table_marks_significant_differences():
 
 
 def test_strategy_table_of_a_summarization_sweep_shows_rouge_without_bleu_tests():
-    from lmlab.reporting import strategy_table
+    from lmlab.report.report import strategy_table
 
     main = {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0, "rougeLsum": 35.0, "mean_hyp_words": 12.0}
     sweep = {"beam4": {**main, "rouge1": 41.0, "mean_hyp_words": 11.0}}

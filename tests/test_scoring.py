@@ -1,16 +1,12 @@
 """scoring: exact scores on hand-computed cases, parity with sacrebleu and rouge-score called directly."""
 
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
 import pytest
 import sacrebleu
 from rouge_score.rouge_scorer import RougeScorer
 
-from lmlab.scoring import read_generations, score, split_sentences
+from lmlab.evaluate.metrics import read_generations, score, split_sentences
 
 KEYS = ["bleu", "chrf", "ter", "bleu_signature", "chrf_signature", "ter_signature", "rouge1", "rouge2", "rougeL", "rougeLsum",
         "rouge_stemmer", "mean_hyp_words", "mean_hyp_tokens", "len_cap_rate", "n_examples"]
@@ -193,7 +189,7 @@ def test_read_generations_rejects_repeated_id_and_empty_file(tmp_path):
 
 
 def test_paired_bootstrap_against_a_baseline():
-    from lmlab.scoring import paired_bootstrap
+    from lmlab.evaluate.metrics import paired_bootstrap
 
     refs = [f"the cat number {i} sat on the mat today" for i in range(60)]
     good = [rec(i, r, r) for i, r in enumerate(refs)]
@@ -222,7 +218,7 @@ ASCII_TEXTS = ["The quick brown foxes were running faster than 3.5 dogs!", "It's
 def test_unicode_rouge_tokenizer_equals_rouge_score_on_ascii(stemmer):
     from rouge_score.tokenizers import DefaultTokenizer
 
-    from lmlab.scoring import UnicodeTokenizer
+    from lmlab.evaluate.metrics import UnicodeTokenizer
 
     ours, theirs = UnicodeTokenizer(stemmer), DefaultTokenizer(stemmer)
     for text in ASCII_TEXTS:
@@ -230,7 +226,7 @@ def test_unicode_rouge_tokenizer_equals_rouge_score_on_ascii(stemmer):
 
 
 def test_rouge_scores_chinese_and_accented_text():
-    from lmlab.scoring import UnicodeTokenizer
+    from lmlab.evaluate.metrics import UnicodeTokenizer
 
     assert UnicodeTokenizer(True).tokenize("Running Dogs, l'été 猫が好き") == [
         "run", "dog", "l", "été", "猫", "が", "好", "き"]
@@ -246,7 +242,7 @@ def test_rouge_scores_chinese_and_accented_text():
     ("zh", "auto", "zh"), ("zh-Hans", "auto", "zh"), ("ZH_cn", "auto", "zh"), ("fr", "auto", "13a"),
     (None, "auto", "13a"), ("zh", "intl", "intl"), ("de", "none", "none")])
 def test_bleu_tokenizer_follows_the_target_language(lang, requested, expected):
-    from lmlab.scoring import bleu_tokenizer_for
+    from lmlab.evaluate.metrics import bleu_tokenizer_for
 
     assert bleu_tokenizer_for(lang, requested) == expected
 
@@ -254,14 +250,14 @@ def test_bleu_tokenizer_follows_the_target_language(lang, requested, expected):
 def test_japanese_uses_mecab_only_where_installed():
     import importlib.util
 
-    from lmlab.scoring import bleu_tokenizer_for
+    from lmlab.evaluate.metrics import bleu_tokenizer_for
 
     have = importlib.util.find_spec("MeCab") is not None
     assert bleu_tokenizer_for("ja") == ("ja-mecab" if have else "13a")
 
 
 def test_distinct_n_and_seq_repetition_by_hand():
-    from lmlab.scoring import distinct_n, seq_repetition
+    from lmlab.evaluate.metrics import distinct_n, seq_repetition
 
     texts = ["a b a b", "a b c", ""]
     # unigrams: a b a b a b c -> 3 distinct of 7; bigrams: ab ba ab | ab bc -> {ab, ba, bc} of 5
@@ -273,7 +269,7 @@ def test_distinct_n_and_seq_repetition_by_hand():
 
 
 def test_each_task_scores_its_own_metrics():
-    from lmlab.scoring import lead
+    from lmlab.evaluate.metrics import lead
 
     doc = "Storms hit the coast. Ten homes flooded. Schools will close. The mayor spoke later."
     assert lead(doc) == "Storms hit the coast. Ten homes flooded. Schools will close."
@@ -298,7 +294,7 @@ def test_each_task_scores_its_own_metrics():
 
 
 def test_summary_line_shows_the_task_metrics_and_the_lead_beside():
-    from lmlab.scoring import summary_line
+    from lmlab.evaluate.metrics import summary_line
 
     assert summary_line({"bleu": 31.2, "chrf": 58.1, "ter": 52.4, "rougeL": 1.0}, "translation") == \
         "BLEU 31.20, chrF 58.10, TER 52.40"

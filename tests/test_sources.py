@@ -21,9 +21,9 @@ import pytest
 
 import download as download_stage
 from lmlab.config import CONF_DIR, ConfigError, build_config, compose
-from lmlab.corpus import generate_corpus
-from lmlab.rawdata import download
-from lmlab.sources import BUILTIN_CORPORA, SourceError, SourceNotFound, load_splits
+from lmlab.data.corpus import generate_corpus
+from lmlab.data.download import download
+from lmlab.data.sources import BUILTIN_CORPORA, SourceError, SourceNotFound, load_splits
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 HUB_PRESETS = ["cnn_dailymail", "iwslt2017_de_en", "multi30k", "tiny_shakespeare", "wikitext103",

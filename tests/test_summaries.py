@@ -2,15 +2,11 @@
 salient facts, and a lead baseline that falls clearly short."""
 
 import re
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
 import pytest  # noqa: E402
 
-from lmlab import summaries  # noqa: E402
-from lmlab.scoring import lead, score, split_sentences  # noqa: E402
+from lmlab.data import summaries  # noqa: E402
+from lmlab.evaluate.metrics import lead, score, split_sentences  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Tokenizer kinds, joint and separate vocabularies, the streamed prepare stage and its filters."""
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -9,10 +8,22 @@ import numpy as np
 import pytest
 
 from lmlab.config import Config, ConfigError, TokenizerConfig
-from lmlab.encoding import prepare
-from lmlab.rawdata import iter_lines
-from lmlab.tokenization import (BOS, EOS, PAD, SPECIAL_TOKENS, UNK, IdsWriter, TokenArray, TokenizerSet,
-                                ids_dtype, load_tokenizer, train_tokenizer, write_array)
+from lmlab.data.prepare import prepare
+from lmlab.data.rawfiles import iter_lines
+from lmlab.data.tokenizer import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    IdsWriter,
+    TokenArray,
+    TokenizerSet,
+    ids_dtype,
+    load_tokenizer,
+    train_tokenizer,
+    write_array,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -137,16 +148,16 @@ def test_tokenizer_json_round_trips_and_old_files_load(tmp_path):
 def test_model_files_carry_a_separate_vocabulary(tmp_path):
     import dataclasses
 
-    from lmlab.model import ModelConfig, Transformer
-    from lmlab.training import export_model, load_model
-    from lmlab.translation import translate_texts
+    from lmlab.decoding.driver import translate_texts
+    from lmlab.model.checkpoint import load_model, save_model
+    from lmlab.model.transformer import ModelConfig, Transformer
 
     tok = TokenizerSet({"source": train_tokenizer(TEXT, "char", 100, 1),
                         "target": train_tokenizer(WORLD, "char", 100, 1)})
     model = Transformer(ModelConfig(vocab_size=tok.get_vocab_size(), n_embd=16, n_head=2, n_encoder_layer=1,
                                     n_decoder_layer=1, d_ff=32, max_len=32))
     cfg = Config()
-    export_model(model.cfg.__dict__, model.state_dict(), tok.to_json(), cfg, tmp_path / "model.pt", {})
+    save_model(model.cfg.__dict__, model.state_dict(), tok.to_json(), cfg.to_dict(), tmp_path / "model.pt")
     loaded, tokenizer, _ = load_model(tmp_path / "model.pt")
     assert tokenizer.sides == ["source", "target"] and loaded.cfg.vocab_size == tok.get_vocab_size()
     cfg = dataclasses.replace(cfg, decoding=dataclasses.replace(cfg.decoding, max_new_tokens=5))
@@ -294,9 +305,7 @@ def test_bad_tokenizer_settings_name_the_key(changes, message):
 
 
 def test_tokenize_scale_bench_ends_in_its_json(capsys):
-    spec = importlib.util.spec_from_file_location("tokenize_scale", ROOT / "bench" / "tokenize_scale.py")
-    ts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ts)
+    import tokenize_scale as ts
     record = ts.main(["--scales", "1,2", "--n-train", "40", "--repeats", "1", "--threads", "1"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == record and last["throughput_ratio"] > 0 and last["mem_growth"] > 0

@@ -14,8 +14,9 @@ import sacrebleu
 from conftest import child_env
 
 from lmlab.config import build_config, compose
-from lmlab.scoring import example_scores, score
-from lmlab.tracking import log_evaluation, run_group, run_tags, strategy_name
+from lmlab.evaluate.metrics import example_scores, score
+from lmlab.evaluate.wandb_run import log_evaluation
+from lmlab.tracking import run_group, run_tags, strategy_name
 
 BASELINE = "0123456789abcdef0123456789abcdef01234567"  # what `dvc exp run` puts in DVC_EXP_BASELINE_REV
 TABLE_COLUMNS = ["id", "source", "reference", "hypothesis", "sentence BLEU"]
@@ -50,8 +51,8 @@ def logged(prepared, tiny_overrides, tmp_path_factory):
     """Train with logger=wandb, then run the evaluate stage for the main decoding (greedy) and
     the sweep entry beam4 as DVC does (src/score.py, in-process); every run file read back."""
     import score as score_stage
-    from lmlab.training import train
-    from lmlab.translation import generate_split
+    from lmlab.decoding.driver import generate_split
+    from lmlab.train.fit import train
 
     root = tmp_path_factory.mktemp("tracking")
     overrides = tiny_overrides + ["logger=wandb", f"logger.save_dir={root}", "evaluate.bootstrap_samples=100",
@@ -123,7 +124,7 @@ def test_curves_use_the_global_step_as_x_axis(logged):
 
 
 def test_parameter_count_and_throughput_in_the_summary(logged):
-    from lmlab.training import load_model
+    from lmlab.model.checkpoint import load_model
 
     summary = logged["files"]["train"]["summary"]
     model, _, _ = load_model(logged["model"])
@@ -169,18 +170,25 @@ def test_each_evaluate_prints_the_sync_command_of_its_run(logged):
 
 
 def test_no_run_on_other_ranks_or_without_a_training_run(logged, monkeypatch, tmp_path):
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
     root, cfg = logged["root"], logged["cfg"]
     before = sorted(root.glob("wandb/offline-run-*"))
     args = (logged["model"], root / "greedy/generations.jsonl", {"bleu": 1.0})
-    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    monkeypatch.setenv("RANK", "1")  # what torchrun and Lightning's DDP launcher set on rank 1
     assert log_evaluation(cfg, *args) is None
-    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    monkeypatch.delenv("RANK")
     assert log_evaluation(build_config(compose(["logger=wandb", "logger.mode=disabled"])), *args) is None
     assert log_evaluation(build_config(compose(["logger=csv"])), *args) is None
     assert log_evaluation(cfg, tmp_path / "no-model.pt", *args[1:]) is None  # a sweep scored without it
     assert sorted(root.glob("wandb/offline-run-*")) == before
+
+
+def test_global_rank_reads_the_launchers_variables():
+    from lmlab.tracking import global_rank
+
+    assert global_rank({}) == 0
+    assert global_rank({"RANK": "3", "LOCAL_RANK": "1"}) == 3  # torchrun: the global rank first
+    assert global_rank({"LOCAL_RANK": "1"}) == 1  # Lightning's DDP children before RANK is set
+    assert global_rank({"SLURM_PROCID": "5"}) == 5
 
 
 def test_a_relative_save_dir_holds_the_whole_run_after_a_chdir(logged, monkeypatch, tmp_path):

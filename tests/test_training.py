@@ -7,9 +7,12 @@ import torch
 from conftest import child_env
 
 from lmlab.config import build_config, compose
-from lmlab.tracking import log_evaluation
-from lmlab.training import (average_state_dicts, fingerprint, load_model, lr_lambda, resume_plan,
-                            snapshot_files, train)
+from lmlab.evaluate.wandb_run import log_evaluation
+from lmlab.model.checkpoint import average_state_dicts, load_model
+from lmlab.train.callbacks import snapshot_files
+from lmlab.train.fit import train
+from lmlab.train.module import lr_lambda
+from lmlab.train.resume import fingerprint, resume_plan
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -68,8 +71,8 @@ def test_decoder_only_with_token_budget_accumulation_and_averaging(prepared, tin
     step; the exported weights are the mean of the last three snapshots. Validation every 5 steps
     and after the last (12)."""
     from lmlab.config import build_config as build
-    from lmlab.translation import translate
-    from lmlab.tokenization import TokenArray
+    from lmlab.data.tokenizer import TokenArray
+    from lmlab.decoding.driver import translate
 
     overrides = tiny_overrides + ["model=gpt-tiny", "model.n_encoder_layer=0", "model.max_len=192",
                                   "trainer.batch_size=null", "trainer.max_tokens=600",
@@ -156,7 +159,6 @@ def test_bad_prepared_dir_names_the_missing_file(tmp_path, tiny_overrides):
 def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides, tmp_path):
     """Real DDP: Lightning starts a second process (gloo) by rerunning src/train.py, a Hydra app,
     with rank 0's hydra.run.dir; both ranks must share one output directory and only rank 0 writes."""
-    import os
     import subprocess
     import sys
 
@@ -198,7 +200,6 @@ def _curve(path):
 def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrides, tmp_path):
     """Kill training with SIGKILL after a checkpoint, resume with ckpt_path=last: every loss after
     the checkpoint equals the uninterrupted run's (same batches, same dropout masks)."""
-    import os
     import signal
     import subprocess
     import time
@@ -243,15 +244,13 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
 
 
 def test_every_slurm_rank_of_a_job_step_picks_the_same_output_directory():
-    import importlib.util
     import time
 
-    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parents[1] / "src/train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from lmlab.cli import run_stamp
+
     job = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "3", "SLURM_NTASKS": "8"}
-    assert script.run_stamp({**job, "SLURM_PROCID": "0"}) == "slurm-4242.3"
-    assert script.run_stamp({**job, "SLURM_PROCID": "7"}) == "slurm-4242.3"
+    assert run_stamp({**job, "SLURM_PROCID": "0"}) == "slurm-4242.3"
+    assert run_stamp({**job, "SLURM_PROCID": "7"}) == "slurm-4242.3"
     # a one-task allocation (salloc, an interactive shell) keeps the time stamp
-    stamp = script.run_stamp({"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"})
+    stamp = run_stamp({"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"})
     assert time.strptime(stamp, "%Y-%m-%d/%H-%M-%S")

@@ -20,9 +20,9 @@ import functools
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .config import CONF_DIR, Config, ConfigError, build_config, compose, load_params
+from lmlab.config import CONF_DIR, Config, ConfigError, build_config, compose, load_params
 
 
 def run_stamp(environ) -> str:
@@ -93,21 +93,19 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
 
 def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
     """Run ``task`` as the Hydra application on conf/config.yaml, with ``hydra_args`` as its command
-    line. A single run is validated before Hydra makes its output directory, so a bad config
-    writes nothing; each job of a sweep is validated in its own directory. Errors, Hydra's
-    included, come out as exceptions (``ConfigError`` for a bad override)."""
+    line. A single run of overrides only is validated before Hydra makes its output directory, so
+    a bad config writes nothing; with Hydra's own flags (``-m``, ``--cfg``, ...) each job is
+    validated in its own directory. Errors, Hydra's included, come out as exceptions
+    (``ConfigError`` for a bad override)."""
     import hydra
-    from hydra._internal.utils import get_args_parser  # the parser hydra.main itself uses
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
     from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
-    flags = get_args_parser().parse_args(hydra_args)
-    if not (flags.multirun or flags.cfg or flags.info or flags.help or flags.hydra_help
-            or flags.shell_completion or flags.config_path or flags.config_name or flags.config_dir
-            or flags.experimental_rerun):
-        build_config(compose(flags.overrides))
+    overrides = [a for a in hydra_args if not a.startswith("-")]
+    if len(overrides) == len(hydra_args):  # no flag: one run of these overrides
+        build_config(compose(overrides))
     failed = []
 
     @functools.wraps(task)
@@ -128,7 +126,7 @@ def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
         hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(job)()
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"bad override in {' '.join(flags.overrides)!r}: {first}") from None
+        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {first}") from None
     finally:
         sys.argv = saved[0]
         if saved[1] is None:

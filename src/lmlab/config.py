@@ -18,13 +18,15 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
-from .architecture import ACTIVATIONS, ARCHS, POSITIONS, Architecture
+from lmlab.data.builtin import BUILTIN_CORPORA
+from lmlab.model.architecture import ACTIVATIONS, ARCHS, POSITIONS, Architecture
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
@@ -44,14 +46,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the raw splits come from (``lmlab.sources``); conf/data/*.yaml explain every key."""
+    """Where the raw splits come from (``lmlab.data.sources``); conf/data/*.yaml explain every key."""
 
     name: str = "synthetic"  # the preset's label
     task: str = "translation"  # translation | summarization | language_modeling: which metrics
     source_lang: str | None = None  # ISO codes; the target's picks sacreBLEU's tokenizer
     target_lang: str | None = None
     loader: str = "builtin"  # builtin (a generator of lmlab's) | hub (Hugging Face) | local (files)
-    corpus: str | None = "synthetic"  # builtin: the generator, a key of sources.BUILTIN_CORPORA
+    corpus: str | None = "synthetic"  # builtin: the generator, a key of data.builtin.BUILTIN_CORPORA
     seed: int | None = 1234  # builtin: the generator's seed
     # builtin: how many examples to generate; hub and local: keep the first N (null: all)
     n_train: int | None = 20000
@@ -99,8 +101,6 @@ class DataConfig:
         getattr(self, f"_check_{self.loader}")()
 
     def _check_builtin(self) -> None:
-        from .sources import BUILTIN_CORPORA  # the registry lives with the generators' loader
-
         _require(self.corpus in BUILTIN_CORPORA, "data.corpus", self.corpus,
                  f"must be one of {', '.join(BUILTIN_CORPORA)}")
         corpus_task = BUILTIN_CORPORA[self.corpus].task
@@ -176,7 +176,7 @@ BYTE_VOCAB_MIN = 260  # byte-level BPE starts from the 256 byte symbols, plus th
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """The tokenizer and the prepare stage's filters (lmlab.tokenization, lmlab.encoding);
+    """The tokenizer and the prepare stage's filters (lmlab.data.tokenizer, lmlab.data.prepare);
     conf/tokenizer/bpe.yaml explains every key."""
 
     kind: str = "bpe"  # bpe | byte_bpe | char
@@ -440,7 +440,7 @@ class Config:
             _require(self.trainer.block_size <= self.model.max_len, "trainer.block_size",
                      self.trainer.block_size, f"must be <= model.max_len={self.model.max_len}")
 
-    def with_strategy(self, name: str) -> "Config":
+    def with_strategy(self, name: str) -> Config:
         """This config with ``sweep.<name>`` as its ``decoding``."""
         if name not in self.sweep:
             raise ConfigError(f"--strategy {name}: no sweep.{name} in the config "
@@ -541,7 +541,8 @@ def build_config(raw: Mapping) -> Config:
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """``conf/config.yaml`` composed with Hydra overrides, as a plain dict (the Hydra door)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException

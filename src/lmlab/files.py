@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # mkstemp creates files with mode 0o600; give the result the mode an ordinary open() would.
 # os.umask can only be read by setting it, so read it once, at import, before any threads exist.

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from .config import build_config, compose
+from lmlab.config import build_config, compose
 
 
 def render(overrides=()) -> str:

@@ -1,8 +1,9 @@
-"""Weights & Biases bookkeeping: how a training run is named, grouped and tagged (the Lightning
-logger of ``training.make_logger``), and the evaluate stages' results added to that same run.
+"""Weights & Biases bookkeeping shared by the stages: how a training run is named, grouped and
+tagged (the Lightning logger of ``train.loggers.make_logger``), and the names that the evaluate
+stages' results take in that same run (``evaluate.wandb_run.log_evaluation``).
 
 One W&B run per training. Its config is the resolved ``Config``; its summary gets the parameter
-count and training throughput (``training``), then one ``test/<strategy>/<metric>`` per metric and
+count and training throughput (``train.fit``), then one ``test/<strategy>/<metric>`` per metric and
 a table of example generations per decoding strategy (``log_evaluation``, once per evaluate
 stage). The runs of one sweep share a group: ``logger.group``, else ``dvc-<baseline commit>`` under
 ``dvc exp run``, else the sweep directory of a Hydra multirun.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import Config
+from lmlab.config import Config
 
 STEP_METRIC = "trainer/global_step"  # what Lightning's WandbLogger logs beside every metric
 EXAMPLES_PER_REPORT_EXAMPLE = 4  # table rows per evaluate.report_examples (the report shows fewer)
@@ -89,61 +90,10 @@ def sync_hint(files_dir: str | Path) -> str:
     return f"W&B run saved offline; upload with: wandb sync {Path(files_dir).parent}"
 
 
-def train_summary(model_path: str | Path) -> dict:
-    """The training summary stored in a model file; ``{}`` for a Lightning checkpoint or no file
-    (a sweep strategy is scored without the model). The weights are memory-mapped, not read."""
-    import torch
-
-    path = Path(model_path)
-    if not path.is_file():
-        return {}
-    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return payload.get("summary", {}) if isinstance(payload, dict) else {}
-
-
-def log_evaluation(cfg: Config, model_path: str | Path, generations_path: str | Path, metrics: dict,
-                   strategy: str | None = None) -> dict | None:
-    """Add one strategy's results to the W&B run of the training that made ``model_path``: each
-    metric as ``test/<name>/<metric>`` in the run summary and the first examples as the table
-    ``test/<name>/generations`` (id, source, reference, hypothesis and the example's own score),
-    where ``<name>`` is ``strategy_name(cfg, strategy)``. Returns the run's ``{"id", "dir", "mode"}``,
-    or None when nothing was logged (another logger, W&B disabled, no model file or one trained
-    without a W&B run, or a process other than rank 0).
-
-    The run id comes from the model file, so this works in a fresh process (a DVC stage that runs
-    long after training). The resumed run keeps its job_type ("train"), tags and group: W&B
-    replaces them with whatever a resuming ``wandb.init`` passes, and offline it cannot read them
-    back to extend them. Both the metrics and the table go to the summary, not the history: an
-    offline resume does not know the run's last ``_step``, so history rows it writes could collide
-    with training's when synced.
-    """
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
-    if cfg.logger.kind != "wandb" or cfg.logger.mode == "disabled" or rank_zero_only.rank != 0:
-        return None
-    info = train_summary(model_path).get("wandb")
-    if not info:
-        return None
-    from . import scoring
-
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    name = strategy_name(cfg, strategy)
-    records = scoring.read_generations(generations_path)[: max(cfg.evaluate.report_examples, 1)
-                                                         * EXAMPLES_PER_REPORT_EXAMPLE]
-    column, scores = scoring.example_scores(
-        records, task=cfg.data.task, rouge_stemmer=cfg.evaluate.rouge_stemmer,
-        bleu_tokenize=scoring.bleu_tokenizer_for(cfg.data.target_lang, cfg.evaluate.bleu_tokenize))
-    table = wandb.Table(columns=["id", "source", "reference", "hypothesis", column])
-    for rec, value in zip(records, scores):
-        table.add_data(rec["id"], rec["source"], rec["reference"], rec["hypothesis"], value)
-
-    run = wandb.init(project=info["project"], entity=info.get("entity", cfg.logger.entity), id=info["id"],
-                     resume="allow", mode=cfg.logger.mode, dir=wandb_dir(cfg.logger.save_dir),
-                     settings=wandb.Settings(silent=True))
-    run.summary.update({f"test/{name}/{key}": value for key, value in metrics.items()})
-    run.summary[f"test/{name}/generations"] = table
-    logged = {"id": run.id, "dir": str(run.dir), "mode": cfg.logger.mode}
-    run.finish()
-    return logged
+def global_rank(environ=os.environ) -> int:
+    """This process's rank in a distributed run, from the variables its launcher sets (torchrun,
+    Lightning, SLURM, LSF), as Lightning's ``rank_zero_only`` reads them; 0 when alone."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if environ.get(key) is not None:
+            return int(environ[key])
+    return 0

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import ACTIVATIONS, ARCHS, POSITIONS, Architecture
+from lmlab.model.architecture import ACTIVATIONS, ARCHS, POSITIONS, Architecture
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig(Architecture):
@@ -40,6 +41,13 @@ class ModelConfig(Architecture):
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of(cls, cfg, vocab_size: int, pad_id: int = 0) -> ModelConfig:
+        """The model of a run config ``cfg`` (its ``model`` section, less the preset's name) for a
+        ``vocab_size``-token vocabulary; lmlab's tokenizers put ``<pad>`` at id 0."""
+        arch = {k: v for k, v in cfg.model.__dict__.items() if k != "name"}
+        return cls(vocab_size=vocab_size, pad_id=pad_id, **arch)
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:

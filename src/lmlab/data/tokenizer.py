@@ -279,7 +279,7 @@ class IdsWriter:
 def write_array(prefix: Path, sequences: Iterable[list[int]], vocab_size: int,
                 chunk_size: int = 8192) -> int:
     """Write ``prefix.ids.npy`` / ``prefix.offsets.npy`` atomically; returns the number of sequences."""
-    from .files import atomic_path
+    from lmlab.files import atomic_path
 
     prefix = Path(prefix)
     with atomic_path(prefix.with_name(prefix.name + ".ids.npy")) as ids_tmp, \

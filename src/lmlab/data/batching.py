@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .tokenization import BOS, EOS, PAD, TokenArray
+from lmlab.data.tokenizer import BOS, EOS, PAD, TokenArray
 
 
 class PairDataset(Dataset):

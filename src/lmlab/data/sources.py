@@ -2,7 +2,7 @@
 
 ``load_splits(cfg.data)`` returns ``{"train", "validation", "test"} -> examples``: ``(source,
 target)`` pairs for translation and summarization, lines of text for language modelling. The
-``download`` stage (``rawdata.download``) writes them one per line, so every example is made to
+``download`` stage (``data.download.download``) writes them one per line, so every example is made to
 fit on one line here:
 
 * a pair's texts have their line breaks turned into spaces (a summarization document keeps its
@@ -16,7 +16,7 @@ fit on one line here:
 Loaders (``data.loader``):
 
 ``builtin``
-    a generator registered in ``BUILTIN_CORPORA`` (``data.corpus``), called with ``data.seed`` and
+    a generator registered in ``builtin.BUILTIN_CORPORA`` (``data.corpus``), called with ``data.seed`` and
     the three sizes; no network.
 ``hub``
     a dataset repository on the Hugging Face Hub without a loading script, read with ``datasets``.
@@ -42,20 +42,19 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib
 import json
 import os
 import socket
 import threading
 import urllib.parse
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
-from .config import DataConfig
+from lmlab.config import DataConfig
+from lmlab.data.builtin import BUILTIN_CORPORA
+from lmlab.data.rawfiles import SPLITS
 
-SPLITS = ("train", "validation", "test")
 PROBE_TIMEOUT_S = 3.0  # the connection test before a Hub download: offline is found out at once
 HUB_ETAG_TIMEOUT_S = 10.0  # per metadata request of huggingface_hub
 _TRUE = ("1", "ON", "YES", "TRUE")
@@ -78,33 +77,11 @@ class HubDatasetUnavailable(SourceNotFound):
     """A Hub dataset that is neither in the cache nor downloadable now."""
 
 
-@dataclass(frozen=True)
-class Builtin:
-    """A generator of lmlab's: ``"module:function"``, called as ``function(seed=, n_train=,
-    n_valid=, n_test=)`` and returning ``{"train", "validation", "test"} -> [examples]``."""
-
-    task: str
-    generator: str
-
-    def generate(self, d: DataConfig) -> dict[str, list]:
-        module, function = self.generator.split(":")
-        fn: Callable[..., dict] = getattr(importlib.import_module(module), function)
-        return fn(seed=d.seed, n_train=d.n_train, n_valid=d.n_valid, n_test=d.n_test)
-
-
-# data.corpus -> generator; the task must match data.task (DataConfig.check)
-BUILTIN_CORPORA: dict[str, Builtin] = {
-    "synthetic": Builtin("translation", "lmlab.corpus:generate_corpus"),
-    "summaries": Builtin("summarization", "lmlab.summaries:generate_summaries"),
-    "lm_text": Builtin("language_modeling", "lmlab.corpus:generate_lm_text"),
-}
-
-
 def load_splits(d: DataConfig) -> dict[str, Iterable[Example]]:
     """``{"train", "validation", "test"} -> examples`` of ``d`` (see the module docstring). Files
     and datasets are found before this returns (a missing one fails here); reading is lazy."""
     if d.loader == "builtin":
-        return BUILTIN_CORPORA[d.corpus].generate(d)
+        return BUILTIN_CORPORA[d.corpus].generate(d.seed, d.n_train, d.n_valid, d.n_test)
     if d.loader == "hub":
         records = _hub_records(d)
         examples = {split: _examples(d, records[split], f"{d.repo} split {theirs!r}")

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_path, atomic_write_text
-from .scoring import MAIN_METRICS, METRIC_NAMES, read_generations
+from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, read_generations
+from lmlab.files import atomic_path, atomic_write_text
 
 # Figure file -> (caption, y label, [(curve file, legend label), ...]); the curve files are the ones
 # the train stage writes (see ``training.CURVES``).

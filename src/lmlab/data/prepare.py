@@ -5,7 +5,7 @@ text for language modelling (``{split}.text``), or both. The tokenizer is traine
 the training split only, read as streams. Each side is then encoded ``tokenizer.chunk_size`` lines
 at a time, in this process (on the tokenizers library's own threads) or across
 ``tokenizer.workers`` processes, and its ids and offsets go straight to disk
-(:class:`~lmlab.tokenization.IdsWriter`), so memory holds a few chunks, whatever the corpus size.
+(:class:`~lmlab.data.tokenizer.IdsWriter`), so memory holds a few chunks, whatever the corpus size.
 
 The two sides of a parallel split are read and encoded chunk by chunk together, because the
 filters need both lengths. In train and validation a pair is dropped when a side is longer than
@@ -27,10 +27,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .config import Config, TokenizerConfig
-from .files import atomic_path, atomic_write_json, atomic_write_text
-from .rawdata import SIDES, SPLITS, TEXT_SIDE, iter_lines, raw_path
-from .tokenization import IdsWriter, TokenizerSet, ids_dtype, train_tokenizer
+from lmlab.config import Config, TokenizerConfig
+from lmlab.files import atomic_path, atomic_write_json, atomic_write_text
+from lmlab.data.rawfiles import SIDES, SPLITS, TEXT_SIDE, iter_lines, raw_path
+from lmlab.data.tokenizer import IdsWriter, TokenizerSet, ids_dtype, train_tokenizer
 
 RAW_SIDES = (*SIDES, TEXT_SIDE)
 

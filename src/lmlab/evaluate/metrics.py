@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from statistics import fmean
 
-from .config import TASKS
+from lmlab.config import TASKS
 
 # key -> accepted type(s). bool is a subclass of int, so ints are checked to be "int and not bool".
 RECORD_KEYS: dict[str, type] = {

@@ -22,13 +22,14 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .files import atomic_write_text
-from .reporting import flatten, markdown_cell, new_axes, plot_curves, save_figure
-from .scoring import MAIN_METRICS, METRIC_NAMES, paired_bootstrap
+from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, paired_bootstrap
+from lmlab.files import atomic_write_text
+from lmlab.report.report import flatten, markdown_cell, new_axes, plot_curves, save_figure
 
 MAIN_METRICS_FILE = "reports/metrics.json"
 DECODE_FILE = "reports/decode.json"

@@ -1,4 +1,4 @@
-"""The model presets of ``conf/model/`` as a table: ``python -m lmlab.presets`` prints the README's.
+"""The model presets of ``conf/model/`` as a table: ``python -m lmlab.model.presets`` prints the README's.
 
 Parameter counts come from instantiating each preset (``Transformer.num_parameters``); the test
 suite checks them against a closed-form formula and the README against this output.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import CONF_DIR, build_config, compose
+from lmlab.config import CONF_DIR, build_config, compose
 
 GPT2_VOCAB = 50257
 
@@ -22,12 +22,11 @@ def count_parameters(name: str, vocab_size: int) -> int:
     device: no memory is allocated, so the large presets cost nothing)."""
     import torch
 
-    from .model import Transformer
-    from .training import model_config
+    from lmlab.model.transformer import ModelConfig, Transformer
 
     cfg = build_config(compose([f"model={name}"]))
     with torch.device("meta"):
-        return Transformer(model_config(cfg, vocab_size)).num_parameters()
+        return Transformer(ModelConfig.of(cfg, vocab_size)).num_parameters()
 
 
 def table(vocab_sizes: tuple[int, ...] = (6000, GPT2_VOCAB)) -> str:

@@ -82,7 +82,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-SPLITS = ("train", "validation", "test")
+from lmlab.data.rawfiles import SPLITS
+
 MAX_SOURCE_WORDS = 25
 
 # Lexicon sizes. Chosen so that each language has ~2.3-2.6k word types in a 20k-sentence training

@@ -1,4 +1,8 @@
-"""Stage `generate`: batched decoding of a split with the configured strategy."""
+"""Stage `generate`: batched decoding of a split (or of raw prompts) with the configured strategy.
+
+The loop (``loop.generate``) decodes one batch; this module batches a whole split by length,
+decodes the results back to text and writes the generations file that the evaluate stage reads.
+"""
 
 from __future__ import annotations
 
@@ -9,42 +13,60 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config
-from .files import atomic_path
-from .rawdata import raw_path, read_lines
-from .tokenization import BOS, EOS, PAD, decode
+from lmlab.config import Config
+from lmlab.data.batching import pad_batch
+from lmlab.data.rawfiles import raw_path, read_lines
+from lmlab.data.tokenizer import BOS, EOS, PAD, TokenArray, decode, encode_lines
+from lmlab.decoding import build_policy, generate
+from lmlab.files import atomic_path
+from lmlab.model.checkpoint import load_model
 
 
-def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress: bool = True,
-              lm: bool = False) -> list[dict]:
-    """Decode token-id sources in batches of similar length; results come back in input order.
+def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress: bool = True) -> list[dict]:
+    """Decode token-id sources with ``cfg.decoding``, in batches of similar length; results come
+    back in input order. Each output starts from BOS after the source (and its EOS)."""
+    max_src = _max_prompt(model)
 
-    With ``lm`` (language modelling, a decoder-only model trained on the text stream), each source
-    is the start of a line and the output continues it: the model reads ``EOS`` (the end of the
-    line before, as in training) and the prompt, and generates what follows, up to the line's EOS.
-    """
-    from .batching import pad_batch
-    from .decoding import build_policy, generate
+    def batch(seqs):
+        src, src_pad = pad_batch([list(s[: max_src - 1]) + [EOS] for s in seqs])
+        return src, src_pad, BOS
 
+    return _decode_all(model, tokenizer, sources, cfg, batch, side="target", progress=progress)
+
+
+def continue_text(model, tokenizer, prompts: list[list[int]], cfg: Config, progress: bool = True) -> list[dict]:
+    """Language modelling (a decoder-only model trained on the text stream): continue each
+    token-id prompt, the start of a line, up to the line's EOS. The model reads ``EOS`` (the end of
+    the line before, as in training) and the prompt, then generates what follows."""
+    max_src = _max_prompt(model)
+
+    def batch(seqs):
+        # the prompt's last token is the first one fed, the rest is the "source"
+        src, src_pad = pad_batch([[EOS] + list(s[-(max_src - 1):])[:-1] for s in seqs])
+        return src, src_pad, torch.tensor([s[-1] for s in seqs])
+
+    return _decode_all(model, tokenizer, prompts, cfg, batch, side="text", progress=progress)
+
+
+def _max_prompt(model) -> int:
+    # a decoder-only model holds prompt and continuation in max_len positions, as in training
+    return model.cfg.max_len // 2 if model.cfg.arch == "decoder-only" else model.cfg.max_len
+
+
+def _decode_all(model, tokenizer, inputs: list[list[int]], cfg: Config, make_batch, side: str,
+                progress: bool) -> list[dict]:
+    """The batching both tasks share: ``make_batch(seqs) -> (src, src_pad, first token(s))``."""
     d = cfg.decoding
     policy, processors = build_policy(d, seed=cfg.seed)
     decoder_only = model.cfg.arch == "decoder-only"
-    # a decoder-only model holds prompt and continuation in max_len positions, as in training
-    max_src = model.cfg.max_len // 2 if decoder_only else model.cfg.max_len
     max_new = min(d.max_new_tokens, model.cfg.max_len - 1)
-    side = "text" if lm else "target"
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    results: list[dict | None] = [None] * len(sources)
-    bar = tqdm(total=len(sources), desc=f"generate ({d.strategy})", unit="sent", disable=not progress)
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+    results: list[dict | None] = [None] * len(inputs)
+    bar = tqdm(total=len(inputs), desc=f"generate ({d.strategy})", unit="sent", disable=not progress)
     with torch.inference_mode():
         for start in range(0, len(order), d.batch_size):
             idx = order[start:start + d.batch_size]
-            if lm:  # the prompt's last token is the first one fed, the rest is the "source"
-                src, src_pad = pad_batch([[EOS] + list(sources[i][-(max_src - 1):])[:-1] for i in idx])
-                first = torch.tensor([sources[i][-1] for i in idx])
-            else:
-                src, src_pad = pad_batch([list(sources[i][: max_src - 1]) + [EOS] for i in idx])
-                first = BOS
+            src, src_pad, first = make_batch([inputs[i] for i in idx])
             n_new = min(max_new, model.cfg.max_len - src.size(1)) if decoder_only else max_new
             nbest_lists = generate(model, src, src_pad, policy, bos_id=first, eos_id=EOS, pad_id=PAD,
                                    max_new_tokens=n_new, min_new_tokens=min(d.min_new_tokens, n_new),
@@ -67,8 +89,6 @@ def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress:
 
 def translate_texts(model, tokenizer, texts: list[str], cfg: Config) -> list[dict]:
     """Decode raw source strings (encoded with the model's own tokenizer); results in input order."""
-    from .tokenization import encode_lines
-
     sources = list(encode_lines(tokenizer, texts, side="source"))
     return translate(model, tokenizer, sources, cfg, progress=False)
 
@@ -76,9 +96,6 @@ def translate_texts(model, tokenizer, texts: list[str], cfg: Config) -> list[dic
 def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path, raw_dir: str | Path,
                    out_path: str | Path, split: str = "test") -> dict:
     """Decode ``split`` and write one JSONL record per example, in input order."""
-    from .tokenization import TokenArray
-    from .training import load_model
-
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_model(model_path)
     if cfg.data.task == "language_modeling":
@@ -98,15 +115,13 @@ def continue_split(cfg: Config, model, tokenizer, prepared_dir: str | Path, spli
     """Language modelling: continue every line of ``split`` longer than ``decoding.prompt_tokens``
     tokens from its first ``prompt_tokens``; returns (prompts, true continuations, results, seconds)
     as text for ``_write_generations``."""
-    from .tokenization import TokenArray
-
     text, n = TokenArray(Path(prepared_dir) / f"{split}.text"), cfg.decoding.prompt_tokens
     lines = [line for line in map(text.__getitem__, range(len(text))) if len(line) > n]
     if not lines:
         raise ValueError(f"{prepared_dir}/{split}.text has no line longer than decoding.prompt_tokens={n}")
     prompts = [line[:n].tolist() for line in lines]
     start = time.perf_counter()
-    out = translate(model, tokenizer, prompts, cfg, lm=True)
+    out = continue_text(model, tokenizer, prompts, cfg)
     seconds = time.perf_counter() - start
     return ([decode(tokenizer, p, side="text") for p in prompts],
             [decode(tokenizer, line[n:], side="text") for line in lines], out, seconds)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import Transformer
+from lmlab.model.transformer import Transformer
 
 # lmlab block tensor -> GPT-2 block tensor, and whether GPT-2's Conv1D stores it transposed
 _BLOCK = (("self_attn.qkv", "attn.c_attn", True), ("self_attn.proj", "attn.c_proj", True),

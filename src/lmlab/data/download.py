@@ -2,50 +2,21 @@
 
 Translation and summarization write ``{split}.source`` and ``{split}.target`` (line i of one is the
 pair of line i of the other); language modelling writes ``{split}.text``, one line of text per
-line. ``lmlab.sources`` says where the examples come from and how each is made to fit one line.
+line. ``lmlab.data.sources`` says where the examples come from and how each is made to fit one line.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from tqdm import tqdm
 
-from .config import Config
-from .files import atomic_path
-from .sources import SPLITS, SourceError, load_splits
-
-SIDES = ("source", "target")
-TEXT_SIDE = "text"  # language modelling's one side
-
-
-def raw_path(raw_dir: str | Path, split: str, side: str) -> Path:
-    return Path(raw_dir) / f"{split}.{side}"
-
-
-def read_lines(path: Path) -> list[str]:
-    return list(iter_lines(path))
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 file, streamed: the same lines as ``path.read_text().splitlines()``, so
-    the encoded arrays (``prepare``) and the references (``read_lines``) line up."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the download stage (`dvc repro download`)")
-    return _stream_lines(path)
-
-
-def _stream_lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            for line in f:
-                # a file line can hold more than one str.splitlines() line (\x0c, \u2028, ...)
-                yield from line.splitlines()
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path} is not valid UTF-8: {err}") from None
+from lmlab.config import Config
+from lmlab.files import atomic_path
+from lmlab.data.rawfiles import SIDES, SPLITS, TEXT_SIDE, raw_path
+from lmlab.data.sources import SourceError, load_splits
 
 
 def download(cfg: Config, raw_dir: str | Path) -> dict:

@@ -1,0 +1,98 @@
+"""The model file and lmlab's training checkpoints: writing, reading and the weights inside.
+
+A model file (``model.pt``, what the train stage exports) is self-contained: the architecture, the
+weights, the tokenizer and the config that made it, so generation needs no training config. A
+Lightning checkpoint of lmlab's training (``last.ckpt``, ``best.ckpt``) carries the same
+architecture and tokenizer, so it loads the same way. Nothing here imports Lightning: generate,
+evaluate and translate load a model without the training framework.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmlab.data.tokenizer import load_tokenizer
+from lmlab.files import atomic_path
+from lmlab.model.transformer import ModelConfig, Transformer
+
+MODEL_FORMAT = "lmlab-model-v1"
+CKPT_TOKENIZER = "lmlab_tokenizer"  # the tokenizer's JSON inside a Lightning checkpoint
+
+
+def save_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, config: dict, path: str | Path,
+               extra: dict | None = None) -> None:
+    """Write a model file: ``model_cfg`` (``ModelConfig`` fields), weights, tokenizer JSON, the
+    resolved run config and any ``extra`` entries (the training summary)."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "model_config": model_cfg,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "tokenizer": tokenizer_json,
+        "config": config,
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """(model in eval mode, tokenizer, payload) from a model file written by ``save_model`` or a
+    Lightning checkpoint of lmlab's training; no training config is needed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the train stage (`dvc repro train`)")
+    payload = torch.load(path, map_location=device, weights_only=False)
+    if isinstance(payload, dict) and CKPT_TOKENIZER in payload and "hyper_parameters" in payload:
+        payload = {"format": MODEL_FORMAT, "model_config": payload["hyper_parameters"]["model_cfg"],
+                   "state_dict": module_weights(payload["state_dict"]),
+                   "tokenizer": payload[CKPT_TOKENIZER], "checkpoint_step": payload.get("global_step")}
+    elif isinstance(payload, dict) and "hyper_parameters" in payload:
+        raise ValueError(f"{path} is a training checkpoint without its tokenizer (written before "
+                         "checkpoints carried it): use the exported model.pt")
+    elif not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is neither an lmlab model file nor an lmlab training checkpoint")
+    model = Transformer(ModelConfig(**payload["model_config"])).to(device)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, load_tokenizer(payload["tokenizer"]), payload
+
+
+def read_summary(path: str | Path) -> dict:
+    """The training summary stored in a model file; ``{}`` for a Lightning checkpoint or no file
+    (a sweep strategy is scored without the model). The weights are memory-mapped, not read."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return payload.get("summary", {}) if isinstance(payload, dict) else {}
+
+
+def checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The plain model's weights from a Lightning checkpoint (full state dict, any strategy)."""
+    return module_weights(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+
+
+def module_weights(module_state: dict) -> dict[str, torch.Tensor]:
+    """The ``Transformer``'s entries of the training module's state dict, under their own names
+    (the LightningModule holds the model as its ``model`` attribute)."""
+    return {k.removeprefix("model."): v for k, v in module_state.items() if k.startswith("model.")}
+
+
+def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the floating-point tensors of several state dicts (others from the
+    last): fairseq's ``average_checkpoints``."""
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    total, last = None, None
+    for path in paths:
+        last = torch.load(path, map_location="cpu", weights_only=True)
+        if total is None:
+            total = {k: v.double() if v.is_floating_point() else v for k, v in last.items()}
+        else:
+            for k, v in last.items():
+                if v.is_floating_point():
+                    total[k] += v.double()
+    return {k: (v / len(paths)).to(last[k].dtype) if v.is_floating_point() else last[k]
+            for k, v in total.items()}

@@ -1,0 +1,1 @@
+"""The report stage (``report``) and the sweep report of ``make compare`` (``compare``)."""

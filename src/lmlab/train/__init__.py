@@ -1,0 +1,1 @@
+"""The train stage: Lightning around the plain Transformer (module, data, callbacks, fit)."""

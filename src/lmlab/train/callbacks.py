@@ -1,0 +1,122 @@
+"""The Lightning callbacks and the checkpoint-IO plugin of lmlab's training."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from lmlab.data.batching import input_tokens
+from lmlab.files import atomic_path
+
+CURVES = {"train_loss.tsv": "train/loss", "val_loss.tsv": "val/loss", "lr.tsv": "lr"}
+
+
+class CurveWriter(pl.Callback):
+    """Writes the training curves as TSV files for ``dvc plots`` (rank 0 only), and counts the
+    input tokens for the run's throughput."""
+
+    def __init__(self, out_dir: Path, log_every: int):
+        self.out_dir, self.log_every = Path(out_dir), log_every
+        self.rows: dict[str, list[tuple[int, float]]] = {name: [] for name in CURVES.values()}
+        self.started = None
+        self.tokens = 0
+
+    def on_train_start(self, trainer, module):
+        self.started = time.perf_counter()
+        if trainer.global_step > 0:  # resumed: keep the curves up to the checkpoint
+            for fname, name in CURVES.items():
+                path = self.out_dir / fname
+                if path.is_file():
+                    rows = (line.split("\t") for line in path.read_text().splitlines()[1:])
+                    self.rows[name] = [(int(s), float(v)) for s, v in rows if int(s) <= trainer.global_step]
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.tokens += input_tokens(batch)
+        step = trainer.global_step
+        rows = self.rows["train/loss"]
+        if step % self.log_every == 0 and outputs is not None and not (rows and rows[-1][0] == step):
+            self.rows["train/loss"].append((step, float(outputs["loss"])))
+            self.rows["lr"].append((step, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        self.rows["val/loss"].append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
+        self.write(trainer)
+
+    def on_train_end(self, trainer, module):
+        self.write(trainer)
+
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        self.write(trainer)  # a resumed run finds the curves up to its checkpoint
+
+    def write(self, trainer):
+        if trainer.global_rank != 0:
+            return
+        for fname, name in CURVES.items():
+            lines = [f"step\t{name}"] + [f"{s}\t{v:.6g}" for s, v in self.rows[name]]
+            with atomic_path(self.out_dir / fname) as tmp:
+                Path(tmp).write_text("\n".join(lines) + "\n")
+
+
+class FinalValidation(pl.Callback):
+    """Validate after the last step too when ``max_steps`` is no multiple of the validation
+    interval: the best checkpoint (the exported model) must be able to be the final weights.
+    Lightning validates on a stop request at the end of a step, so the last step asks for one."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step >= trainer.max_steps and step % self.every:
+            trainer.should_stop = True
+
+
+class Snapshots(pl.Callback):
+    """Weights every ``every`` steps, the newest ``keep`` of them, for checkpoint averaging
+    (fairseq's ``average_checkpoints``: the mean of the last few checkpoints usually beats each)."""
+
+    def __init__(self, directory: Path, every: int, keep: int):
+        self.dir, self.every, self.keep = Path(directory), every, keep
+        self.saved_step = -1
+
+    def _save(self, trainer):
+        step = trainer.global_step
+        if step == self.saved_step or step == 0:
+            return
+        self.saved_step = step
+        state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
+        if trainer.global_rank != 0:
+            return
+        weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
+        with atomic_path(self.dir / f"step-{step:08d}.pt") as tmp:
+            torch.save(weights, tmp)
+        for old in snapshot_files(self.dir)[:-self.keep]:
+            old.unlink()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, module):
+        self._save(trainer)  # the final weights are always among those averaged
+
+
+def snapshot_files(directory: Path) -> list[Path]:
+    return sorted(Path(directory).glob("step-*.pt"))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed, so a process killed mid-save
+    leaves the previous last.ckpt intact for ``ckpt_path=last``."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)

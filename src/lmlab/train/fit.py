@@ -1,0 +1,199 @@
+"""One training run end to end: data, model, resume plan, Lightning ``Trainer``, and the exported
+model file with the run summary."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from lmlab.config import Config
+from lmlab.data.tokenizer import PAD, load_tokenizer
+from lmlab.files import atomic_write_json
+from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model
+from lmlab.model.loss import loss_sums
+from lmlab.model.transformer import ModelConfig, Transformer
+from lmlab.tracking import define_step_axis, display_name
+from lmlab.train.callbacks import AtomicCheckpointIO, CurveWriter, FinalValidation, Snapshots, snapshot_files
+from lmlab.train.data import TokenDataModule
+from lmlab.train.loggers import make_logger
+from lmlab.train.module import TransformerLitModule
+from lmlab.train.resume import WANDB_ID_ENV, clear_checkpoints, fingerprint, resume_plan, write_state
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    """Where a run writes: ``model.pt`` and ``run.json`` in ``out``, checkpoints in ``ckpt``,
+    the curves for DVC plots in ``curves``."""
+
+    out: Path
+    ckpt: Path
+    curves: Path
+
+
+def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir: str | Path,
+          ckpt_dir: str | Path | None = None, run_name: str | None = None,
+          callbacks: Sequence[pl.Callback] = ()) -> dict:
+    """Train on ``prepared_dir``; write ``model.pt`` and ``run.json`` to ``out_dir``, checkpoints to
+    ``ckpt_dir`` (default ``out_dir/checkpoints``) and the curves to ``curves_dir``. ``callbacks``
+    join lmlab's own (the throughput bench times the steps with one). Returns the run summary
+    (empty on ranks other than 0)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    dirs = RunDirs(out_dir, Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints",
+                   Path(curves_dir))
+    tok_path = prepared_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        raise FileNotFoundError(f"{tok_path} not found: run the prepare stage (`dvc repro prepare`)")
+    tokenizer_json = tok_path.read_text()
+    vocab_size = load_tokenizer(tokenizer_json).get_vocab_size()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    tc = cfg.trainer
+    mcfg = ModelConfig.of(cfg, vocab_size, PAD)
+    block = tc.block_size if cfg.data.task == "language_modeling" else None
+    data = TokenDataModule(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len,
+                           mcfg.arch == "decoder-only", tc.max_tokens, tc.num_workers,
+                           tc.accumulate_grad_batches, block)
+
+    data.setup()
+    fp = fingerprint(cfg, tokenizer_json, len(data.train_set))
+    resume_from, run_id, why = resume_plan(cfg.ckpt_path, dirs.ckpt, fp)
+    is_rank_zero = rank_zero_only.rank == 0
+    if is_rank_zero:
+        print(f"train: {why}", flush=True)
+        if resume_from is None:
+            clear_checkpoints(dirs.ckpt)  # stale checkpoints of another run must not mix with this one's
+    inherited_id = os.environ.get(WANDB_ID_ENV)
+    if run_id is None and cfg.logger.kind == "wandb":
+        run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
+    if run_id is not None:
+        os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
+    module = TransformerLitModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
+    module.tokenizer_json = tokenizer_json
+    try:
+        if is_rank_zero:
+            dirs.ckpt.mkdir(parents=True, exist_ok=True)
+            write_state(dirs.ckpt, fp, run_id, finished=False)
+        trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks)
+        if trainer.is_global_zero:
+            write_state(dirs.ckpt, fp, run_id, finished=True)
+        return summary
+    finally:
+        if inherited_id is None:
+            os.environ.pop(WANDB_ID_ENV, None)
+
+
+def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs: RunDirs,
+         resume_from: str | None, run_id: str | None, run_name: str | None,
+         extra_callbacks: Sequence[pl.Callback] = ()):
+    """Run the Lightning ``Trainer``, then export the model (rank 0). Returns (trainer, summary)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    tc = cfg.trainer
+    logger = make_logger(cfg, run_name or display_name(dirs.out), run_id)
+    best = ModelCheckpoint(dirpath=dirs.ckpt, filename="best", monitor="val/loss",
+                           mode="min", save_top_k=1, auto_insert_metric_name=False)
+    # last.ckpt every N steps, what `ckpt_path=last` resumes from after a crash
+    last = ModelCheckpoint(dirpath=dirs.ckpt, save_top_k=0, save_last=True,
+                           every_n_train_steps=tc.checkpoint_every_n_steps)
+    curves = CurveWriter(dirs.curves, tc.log_every_n_steps)
+    # Validation every N steps whatever the epoch length, and once more at the very end.
+    val_every = min(tc.val_check_interval, tc.max_steps)
+    callbacks = [best, last, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps),
+                 FinalValidation(val_every)]
+    if tc.average_last > 1:
+        callbacks.append(Snapshots(dirs.ckpt / "snapshots", tc.checkpoint_every_n_steps, tc.average_last))
+    callbacks += extra_callbacks
+    trainer = pl.Trainer(
+        accelerator=tc.accelerator, devices=tc.devices, strategy=make_strategy(tc.strategy),
+        num_nodes=tc.num_nodes, precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
+        val_check_interval=val_every * tc.accumulate_grad_batches, check_val_every_n_epoch=None,
+        accumulate_grad_batches=tc.accumulate_grad_batches,
+        limit_val_batches=tc.limit_val_batches, gradient_clip_val=tc.gradient_clip_val or None,
+        log_every_n_steps=tc.log_every_n_steps, logger=logger, callbacks=callbacks,
+        default_root_dir=str(dirs.out), deterministic=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False, enable_model_summary=True, plugins=[AtomicCheckpointIO()],
+    )
+    if logger:
+        logger.log_hyperparams({"n_parameters": module.model.num_parameters()})
+        if cfg.logger.kind == "wandb":
+            define_step_axis(logger.experiment)  # a no-op stand-in on ranks other than 0
+    with warnings.catch_warnings():
+        # our batch sampler is deliberate; the data loader needs no worker processes on CPU
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*batch_size.*could not be inferred.*")
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # it holds our state.json
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        train_seconds = time.perf_counter() - start
+    if trainer.global_step < tc.max_steps and trainer.interrupted:
+        raise RuntimeError("training was interrupted")
+    if not trainer.is_global_zero:
+        return trainer, {}
+
+    best_score = best.best_model_score
+    mcfg = module.model.cfg
+    summary = {
+        "arch": mcfg.arch,
+        "global_step": trainer.global_step,
+        "best_val_loss": float(best_score) if best_score is not None else None,
+        "n_parameters": module.model.num_parameters(),
+        "world_size": trainer.world_size,
+        "train_seconds": round(train_seconds, 2),
+        # every rank reads batches of the same size on average
+        "train_tokens_per_second": round(curves.tokens * trainer.world_size / max(train_seconds, 1e-9), 1),
+    }
+    if tc.average_last > 1:
+        paths = snapshot_files(dirs.ckpt / "snapshots")
+        weights = average_state_dicts(paths)
+        summary["averaged_checkpoints"] = [p.name for p in paths]
+        summary["averaged_val_loss"] = _val_loss(mcfg, weights, data)
+    else:
+        weights = checkpoint_weights(best.best_model_path) if best.best_model_path else \
+            module.model.state_dict()
+    if logger and cfg.logger.kind == "wandb":
+        exp = logger.experiment
+        summary["wandb"] = {"id": exp.id, "project": cfg.logger.project, "entity": cfg.logger.entity,
+                            "dir": str(exp.dir), "mode": cfg.logger.mode}
+        exp.summary.update({k: v for k, v in summary.items() if k != "wandb"})
+    save_model(mcfg.to_dict(), weights, module.tokenizer_json, cfg.to_dict(), dirs.out / "model.pt",
+               {"summary": summary})
+    atomic_write_json(dirs.out / "run.json", summary)
+    if logger and cfg.logger.kind == "wandb":
+        import wandb
+
+        wandb.finish()
+    return trainer, summary
+
+
+def _val_loss(mcfg: ModelConfig, weights: dict, data: TokenDataModule) -> float:
+    """Validation loss of ``weights`` on this process (the averaged model is not in the trainer)."""
+    model = Transformer(mcfg)
+    model.load_state_dict(weights)
+    model.eval()
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for batch in data.loader(data.val_set, shuffle=False):
+            loss, count = loss_sums(model, batch)
+            total, n = total + float(loss), n + int(count)
+    return round(total / max(n, 1), 6)
+
+
+def make_strategy(name: str):
+    """Lightning strategy for ``trainer.strategy``. ``fsdp`` shards every Transformer block (and
+    saves full, unsharded checkpoints, which export and averaging read)."""
+    if name != "fsdp":
+        return name
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    from lmlab.model.transformer import Block
+
+    return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full")

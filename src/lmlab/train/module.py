@@ -1,0 +1,104 @@
+"""The LightningModule: the optimisation of a plain ``Transformer`` (either architecture, any task)."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+
+from lmlab.model.checkpoint import CKPT_TOKENIZER
+from lmlab.model.loss import loss_sums
+from lmlab.model.transformer import ModelConfig, Transformer
+
+
+def lr_lambda(warmup_steps: int, max_steps: int, floor: float = 0.1, schedule: str = "cosine"):
+    """The learning-rate factor of a step: linear warmup over ``warmup_steps``, then
+
+    * ``cosine``: cosine decay to ``floor`` × peak at ``max_steps``;
+    * ``inverse_sqrt``: peak × sqrt(warmup / step), the 2017 Transformer's schedule (fairseq's
+      ``inverse_sqrt``), never below ``floor`` × peak;
+    * ``constant``: the peak.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        if schedule == "inverse_sqrt":
+            return max(floor, math.sqrt(max(warmup_steps, 1) / (step + 1)))
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class TransformerLitModule(pl.LightningModule):
+    """Training of a ``Transformer`` on the batches of ``data.TokenDataModule`` (sentence pairs or
+    blocks of a text stream); the model itself is a plain ``nn.Module`` under ``self.model``."""
+
+    def __init__(self, model_cfg: dict, trainer_cfg: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = Transformer(ModelConfig(**model_cfg))
+        self.tcfg = trainer_cfg
+        self._val_sums = torch.zeros(2)
+        self._compiled = None
+        self.tokenizer_json: str | None = None  # saved in checkpoints, so they decode on their own
+
+    def configure_model(self):
+        # Compiled lazily, on the device, and kept out of the registered submodules so the
+        # state dict keeps the plain model's keys.
+        if self.tcfg.get("compile") and self._compiled is None:
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
+
+    def _loss(self, batch, smoothing: float):
+        return loss_sums(self._compiled or self.model, batch, smoothing)
+
+    def training_step(self, batch, batch_idx):
+        loss_sum, n_tok = self._loss(batch, self.tcfg["label_smoothing"])
+        loss = loss_sum / n_tok
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(n_tok))
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch, batch_idx):
+        loss_sum, n_tok = loss_sums(self.model, batch)  # true NLL: perplexity is comparable across runs
+        self._val_sums += torch.stack([loss_sum.double(), n_tok.double()])
+
+    def on_validation_epoch_end(self):
+        sums = self.all_gather(self._val_sums)
+        sums = sums.sum(0) if sums.dim() > 1 else sums
+        loss = (sums[0] / sums[1].clamp(min=1)).float()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)  # same value on every rank
+        self.log("val/ppl", loss.exp(), sync_dist=True)
+
+    # The RNG state travels with the checkpoint, so dropout after a resume draws the same masks
+    # as the uninterrupted run would have.
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rng_state"] = torch.get_rng_state()
+        if self.tokenizer_json is not None:
+            checkpoint[CKPT_TOKENIZER] = self.tokenizer_json
+
+    def on_load_checkpoint(self, checkpoint):
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
+
+    def configure_optimizers(self):
+        tc = self.tcfg
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        # The fused CUDA kernel updates every tensor in one launch (PyTorch >= 2.0).
+        fused = bool(tc.get("fused_adamw", True)) and self.device.type == "cuda"
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": tc["weight_decay"]},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=tc["lr"], betas=tuple(tc["betas"]), fused=fused or None,
+        )
+        factor = lr_lambda(tc["warmup_steps"], tc["max_steps"], tc.get("min_lr_ratio", 0.1),
+                           tc.get("lr_schedule", "cosine"))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
