@@ -1,12 +1,18 @@
 # Two commands do all set-up on a fresh machine (Python 3.10+, pip, the package index):
-#   make repro   - create .venv, install the pinned dependencies, run the whole DVC pipeline
-#   make test    - same set-up, then the test suite
+#   make repro      - create .venv, install the pinned dependencies, run the whole DVC pipeline
+#   make test       - same set-up, then the whole test suite (the CI command)
+# and, once set up:
+#   make setup      - the set-up alone (.venv with the pinned dependencies and lmlab, editable)
+#   make test-fast  - the suite without the end-to-end tests marked slow (under a minute)
+#   make lint       - ruff check
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmlab-installed
+# test processes (pytest-xdist); a test file stays in one process, so its tests share fixtures
+TEST_WORKERS ?= 2
 
-.PHONY: repro test params compare clean-outputs
+.PHONY: setup repro test test-fast lint params compare
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +21,19 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+setup: $(STAMP)
+
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 test: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # The sweep report: every experiment of HEAD (dvc exp show) as a model x strategy pivot in
 # reports/sweep.md and reports/sweep.csv, with figures in reports/compare/.

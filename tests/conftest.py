@@ -41,6 +41,9 @@ def child_env(**extra):
     hand-over variables), so a child never attaches to a stream of this process."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("WANDB_SERVICE", "LMLAB_RUN_DIR", "LMLAB_WANDB_ID")}
+    # one thread per child, as in this process: the suite runs two test processes on two cores,
+    # and torch processes that each spin two OpenMP threads there slow one another down
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra)
     return env
 

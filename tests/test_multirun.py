@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_script(cwd, *args, env=None):
-    env = env or child_env(PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    env = env or child_env(PYTHONPATH=str(ROOT / "src"))
     return subprocess.run([sys.executable, str(ROOT / "src/train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -196,3 +196,20 @@ def test_no_stage_script_shadows_a_module():
         if name in sys.stdlib_module_names or name in sys.builtin_module_names or spec is not None:
             clashes.append(name)
     assert clashes == []
+
+
+def test_the_readme_map_matches_the_tree():
+    """README's "Where things live": each package folder's row names exactly the modules in it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Where things live"):]
+    section = section[: section.index("\n\n", section.index("| stage |"))]
+    named: dict[str, set[str]] = {}
+    for row in [line for line in section.splitlines() if line.startswith("|")][2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        folder = cells[2].split("`")[1].rstrip("/")  # lmlab/data/ -> lmlab/data
+        named.setdefault(folder, set()).update(
+            name for name in cells[3].replace("`", " ").split() if name.endswith(".py"))
+    src = ROOT / "src"
+    actual = {str(d.relative_to(src)): {p.name for p in d.glob("*.py") if p.name != "__init__.py"}
+              for d in [src / "lmlab", *(p for p in (src / "lmlab").iterdir() if (p / "__init__.py").is_file())]}
+    assert named == actual

@@ -166,7 +166,7 @@ def test_ddp_two_cpu_processes_through_the_train_script(prepared, tiny_overrides
     cmd = [sys.executable, str(root / "src/train.py"), "--prepared-dir", str(prepared / "prepared"),
            *tiny_overrides, "logger=wandb", "trainer.max_steps=6", "trainer.val_check_interval=3",
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-    env = child_env(PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
+    env = child_env(PYTHONPATH=str(root / "src"))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list((tmp_path / "outputs").glob("*/*"))  # outputs/<date>/<time>
@@ -205,7 +205,7 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
     import time
 
     root = Path(__file__).resolve().parents[1]
-    env = child_env(PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
+    env = child_env(PYTHONPATH=str(root / "src"))
     # 400 pairs / batch 32 = 13 batches an epoch: the kill lands mid-epoch and the run spans epochs
     overrides = tiny_overrides + ["logger=wandb", "trainer.max_steps=60", "trainer.val_check_interval=20",
                                   "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from .loop import Hypothesis, generate, normalised
 from .processors import NoRepeatNgram, RepetitionPenalty, build_processors
-from .search import BeamSearch, Greedy, Sampling, truncate
+from .search import BeamSearch, Greedy, Sampling, SearchPolicy, truncate
 
 __all__ = ["BeamSearch", "Greedy", "Hypothesis", "NoRepeatNgram", "RepetitionPenalty", "Sampling",
-           "build_policy", "build_processors", "generate", "normalised", "truncate"]
+           "SearchPolicy", "build_policy", "build_processors", "generate", "normalised", "truncate"]
 
 
 def build_policy(d, seed: int = 0):

@@ -1,6 +1,6 @@
 """Search policies: given one step's log-probabilities, propose the candidates to keep.
 
-A policy only ranks; everything stateful (the KV cache, EOS, finished hypotheses, length
+A policy (a ``SearchPolicy``) only ranks; everything stateful (the KV cache, EOS, finished hypotheses, length
 normalisation, n-best lists, the length cap) lives in ``loop.generate``, so every strategy returns
 the same ``Hypothesis`` records. A policy has ``beam_size``, ``n_best``, ``length_penalty`` and one
 method::
@@ -24,7 +24,24 @@ import math
 import torch
 
 
-class BeamSearch:
+class SearchPolicy:
+    """What the loop reads of every policy: how many beams it keeps (``beam_size``), how many
+    finished hypotheses it returns (``n_best``), how it normalises their scores by length
+    (``length_penalty``), when an example is done (``early_stopping``), and ``step``, which ranks
+    a step's candidates (module docstring)."""
+
+    def __init__(self, beam_size: int, length_penalty: float = 1.0, n_best: int = 1,
+                 early_stopping: str = "fairseq"):
+        self.beam_size = beam_size
+        self.n_best = n_best
+        self.length_penalty = float(length_penalty)
+        self.early_stopping = early_stopping
+
+    def step(self, step: int, lprobs: torch.Tensor, scores: torch.Tensor):
+        raise NotImplementedError
+
+
+class BeamSearch(SearchPolicy):
     """Beam search with fairseq's conventions.
 
     Ranking: live beams compete on the raw sum of log-probs; a finished hypothesis is scored
@@ -43,10 +60,7 @@ class BeamSearch:
 
     def __init__(self, beam_size: int = 4, length_penalty: float = 1.0, n_best: int = 1,
                  early_stopping: str = "fairseq"):
-        self.beam_size = beam_size
-        self.n_best = n_best
-        self.length_penalty = float(length_penalty)
-        self.early_stopping = early_stopping
+        super().__init__(beam_size, length_penalty, n_best, early_stopping)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(beam_size={self.beam_size}, length_penalty="
@@ -68,12 +82,12 @@ class BeamSearch:
         return cand_scores, flat % V, torch.div(flat, V, rounding_mode="floor")
 
 
-class Greedy(BeamSearch):
-    """Beam search with a beam of one: take the most likely token at every step. Scores follow
-    ``BeamSearch``'s convention, so greedy and beam outputs can be compared."""
+class Greedy(SearchPolicy):
+    """One beam: take the most likely token at every step. Scores follow ``BeamSearch``'s
+    convention, so greedy and beam outputs can be compared."""
 
     def __init__(self, length_penalty: float = 1.0):
-        super().__init__(beam_size=1, length_penalty=length_penalty, n_best=1)
+        super().__init__(beam_size=1, length_penalty=length_penalty)
 
     def __repr__(self) -> str:
         return f"Greedy(length_penalty={self.length_penalty})"
@@ -107,7 +121,7 @@ def first_argmax(x: torch.Tensor, block: int = 128) -> torch.Tensor:
     return index
 
 
-class Sampling(BeamSearch):
+class Sampling(SearchPolicy):
     """Ancestral sampling, one continuation per example. The next token is drawn from the step's
     distribution after temperature, then top-k, top-p (nucleus: the smallest set of most likely
     tokens whose probability reaches ``top_p``) and min-p (tokens at least ``min_p`` times as likely
@@ -121,7 +135,7 @@ class Sampling(BeamSearch):
 
     def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  min_p: float = 0.0, seed: int = 0, length_penalty: float = 1.0):
-        super().__init__(beam_size=1, length_penalty=length_penalty, n_best=1)
+        super().__init__(beam_size=1, length_penalty=length_penalty)
         self.temperature, self.top_k, self.top_p, self.min_p = temperature, top_k, top_p, min_p
         self.seed = seed
         self._generator: torch.Generator | None = None
