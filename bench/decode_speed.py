@@ -13,31 +13,29 @@ runs ``--repeats`` times per side, alternating, and each side keeps its median t
 
     python bench/decode_speed.py [--archs decoder-only,encoder-decoder] [--preset gpt-tiny]
         [--encdec-preset tiny] [--batches 1,64] [--new-tokens 32] [--prompt-len 16]
-        [--vocab 6000] [--repeats 3] [--threads N]
+        [--vocab 6000] [--repeats 3] [--threads N] [--record PATH]
 
 The last line printed is one JSON object: ``<strategy>_b<batch>_ratio`` = lmlab tokens/s ÷ Hugging
 Face tokens/s for the decoder-only pair (e.g. ``greedy_b64_ratio``, ``beam5_b64_ratio``,
 ``topp_b1_ratio``), ``encdec_<strategy>_b<batch>_ratio`` for the encoder-decoder pair, plus the
-tokens/s of each side.
+tokens/s of each side. Every run (the two-token warm-up of each side included, flagged
+``warmup``) goes to the record, by default ``reports/bench/decode_speed_cpu.json`` (``--record
+''``: none).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import benchlib
+import torch
 
-import torch  # noqa: E402
-
-from lmlab.config import build_config, compose  # noqa: E402
-from lmlab.decoding import BeamSearch, Greedy, Sampling, generate  # noqa: E402
-from lmlab.model.interop import to_gpt2  # noqa: E402
-from lmlab.model.transformer import ModelConfig, Transformer  # noqa: E402
+from lmlab.config import build_config, compose
+from lmlab.decoding import BeamSearch, Greedy, Sampling, generate
+from lmlab.model.interop import to_gpt2
+from lmlab.model.transformer import ModelConfig, Transformer
 
 PAD, BOS, EOS = 0, 2, 3
 STRATEGIES = {  # name: (lmlab policy, Hugging Face generate() arguments)
@@ -119,7 +117,9 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1234)
+    benchlib.add_record_option(parser, "decode_speed")
     args = parser.parse_args(argv)
+    args.record = benchlib.record_path(args.record, "decode_speed", "cpu")
     args.batches = [int(b) for b in args.batches.split(",")]
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
@@ -136,11 +136,13 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    meta = benchlib.meta(argv, ("torch", "transformers", "lmlab"))
     if args.threads:
         torch.set_num_threads(args.threads)
     record = {"new_tokens": args.new_tokens, "prompt_len": args.prompt_len,
               "threads": torch.get_num_threads(), "device": "cpu",
               "transformers": __import__("transformers").__version__}
+    runs: list[dict] = []
     for arch in args.archs:
         if arch == "decoder-only":
             model, hf = build_models(args.preset, args.vocab, args.seed)
@@ -152,12 +154,22 @@ def main(argv=None) -> dict:
             prefix, label = "encdec_", f"{args.encdec_preset} (encoder-decoder) vs MarianMTModel"
             record.update(encdec_preset=args.encdec_preset, encdec_n_parameters=model.num_parameters(),
                           encdec_hf_n_parameters=hf.num_parameters())
-        bench_pair(model, hf, prefix, label, args, record)
+        bench_pair(model, hf, prefix, label, args, record, runs)
+    written = benchlib.write_record(args.record, record, runs, meta)
+    if written:
+        print(f"record of all {len(runs)} runs: {written}")
     print(json.dumps(record))
     return record
 
 
-def bench_pair(model, hf, prefix: str, label: str, args, record: dict) -> None:
+def run_entry(what: dict, side: str, repeat: int | None, seconds: float, new_tokens: int) -> dict:
+    """One run for the record: ``repeat`` None is the two-token warm-up before the timed repeats."""
+    tokens = what["batch"] * new_tokens
+    return dict(what, side=side, repeat=repeat, warmup=repeat is None, seconds=seconds, tokens=tokens,
+                tokens_per_s=tokens / seconds)
+
+
+def bench_pair(model, hf, prefix: str, label: str, args, record: dict, runs: list[dict]) -> None:
     g = torch.Generator().manual_seed(args.seed)
     print(f"{label} ({model.num_parameters() / 1e6:.2f}M vs {hf.num_parameters() / 1e6:.2f}M parameters), "
           f"prompts of {args.prompt_len} "
@@ -167,14 +179,18 @@ def bench_pair(model, hf, prefix: str, label: str, args, record: dict) -> None:
     for strategy in args.strategies:
         for batch in args.batches:
             prompts = torch.randint(4, args.vocab, (batch, args.prompt_len), generator=g)
-            run_lmlab(model, prompts, strategy, 2)  # warm-up of both paths
-            run_hf(hf, prompts, strategy, 2)
-            times = {"lmlab": [], "hf": []}
-            for _ in range(args.repeats):
-                times["lmlab"].append(run_lmlab(model, prompts, strategy, args.new_tokens))
-                times["hf"].append(run_hf(hf, prompts, strategy, args.new_tokens))
-            tps = {k: batch * args.new_tokens / statistics.median(v) for k, v in times.items()}
             key = f"{prefix}{strategy}_b{batch}"
+            what = {"key": key, "arch": "encoder-decoder" if prefix else "decoder-only", "strategy": strategy,
+                    "batch": batch}
+            sides = (("lmlab", run_lmlab, model), ("hf", run_hf, hf))
+            for side, fn, m in sides:  # warm-up of both paths
+                runs.append(run_entry(what, side, None, fn(m, prompts, strategy, 2), 2))
+            times = {"lmlab": [], "hf": []}
+            for i in range(args.repeats):
+                for side, fn, m in sides:
+                    runs.append(run_entry(what, side, i, fn(m, prompts, strategy, args.new_tokens), args.new_tokens))
+                    times[side].append(runs[-1]["seconds"])
+            tps = {k: batch * args.new_tokens / benchlib.median(v) for k, v in times.items()}
             record[f"{key}_tokens_per_s"] = round(tps["lmlab"], 1)
             record[f"{key}_hf_tokens_per_s"] = round(tps["hf"], 1)
             record[f"{key}_ratio"] = round(tps["lmlab"] / tps["hf"], 4)

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lmlab.data.corpus import dictionary_bleu  # noqa: E402  (needs the sys.path line above)
+from lmlab.data.corpus import dictionary_bleu
 
 __all__ = ["dictionary_bleu", "main"]
 

@@ -19,14 +19,15 @@ bound: forked workers share pages with their parent). The two sides alternate ``
 per scale; tokens/s uses the median time and memory the largest peak.
 
     python bench/tokenize_scale.py [--scales 1,10] [--n-train 20000] [--repeats 3] [--kind bpe]
-        [--vocab 6000] [--workers 1] [--chunk-size 4096] [--threads N] [--keep DIR]
+        [--vocab 6000] [--workers 1] [--chunk-size 4096] [--threads N] [--keep DIR] [--record PATH]
 
 ``--threads`` sets the tokenizers library's threads (RAYON_NUM_THREADS) on both sides; 1 turns
 its parallelism off. The last line printed is one JSON object: ``throughput_ratio`` = lmlab tokens/s
 ÷ raw tokens/s at the largest scale, ``mem_growth`` = lmlab's peak memory at the largest scale ÷
 at the smallest, and per scale ``x<scale>_tokens``, ``x<scale>_tokens_per_s``,
 ``x<scale>_raw_tokens_per_s``, ``x<scale>_ratio``, ``x<scale>_peak_mib``, ``x<scale>_raw_peak_mib``,
-``x<scale>_train_s``.
+``x<scale>_train_s``. Every child run (both sides, every repeat, every scale) goes to the record, by
+default ``reports/bench/tokenize_scale_cpu.json`` (``--record ''``: none).
 """
 
 from __future__ import annotations
@@ -34,17 +35,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(SRC))
+import benchlib
 
-from lmlab.data.rawfiles import SIDES, SPLITS  # noqa: E402
+from lmlab.data.rawfiles import SIDES, SPLITS
+
+SRC = Path(__file__).resolve().parents[1] / "src"  # the children import this checkout's lmlab
 
 
 def peak_mib() -> float:
@@ -124,18 +125,21 @@ def run_child(which: str, raw: Path, out: Path, args) -> dict:
 
 # --- the comparison -----------------------------------------------------------------------------
 
-def bench_scale(scale: int, root: Path, args, record: dict) -> None:
+def bench_scale(scale: int, root: Path, args, record: dict, all_runs: list[dict]) -> None:
     raw, out = root / f"x{scale}" / "raw", root / f"x{scale}" / "prepared"
     lines = write_corpus(raw, args.n_train * scale, args.seed)
     runs: dict[str, list[dict]] = {"lmlab": [], "raw": []}
-    for _ in range(args.repeats):
-        runs["lmlab"].append(run_child("lmlab", raw, out, args))  # writes the tokenizer raw loads
-        runs["raw"].append(run_child("raw", raw, out, args))
+    for i in range(args.repeats):
+        for side in ("lmlab", "raw"):  # lmlab first: it writes the tokenizer that raw loads
+            result = run_child(side, raw, out, args)
+            runs[side].append(result)
+            all_runs.append(dict({"scale": scale, "pairs": lines, "side": side, "repeat": i}, **result,
+                                 tokens_per_s=result["tokens"] / result["seconds"]))
     tokens = {r["tokens"] for side in runs.values() for r in side}
     if len(tokens) != 1:
         raise SystemExit(f"x{scale}: lmlab and raw encode_batch counted different tokens: {sorted(tokens)}")
     (n_tok,) = tokens
-    tps = {k: n_tok / statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    tps = {k: n_tok / benchlib.median(r["seconds"] for r in v) for k, v in runs.items()}
     peak = {k: max(r["peak_mib"] for r in v) for k, v in runs.items()}
     key = f"x{scale}"
     record.update({
@@ -143,7 +147,7 @@ def bench_scale(scale: int, root: Path, args, record: dict) -> None:
         f"{key}_tokens_per_s": round(tps["lmlab"], 1), f"{key}_raw_tokens_per_s": round(tps["raw"], 1),
         f"{key}_ratio": round(tps["lmlab"] / tps["raw"], 4),
         f"{key}_peak_mib": round(peak["lmlab"], 1), f"{key}_raw_peak_mib": round(peak["raw"], 1),
-        f"{key}_train_s": round(statistics.median(r["train_seconds"] for r in runs["lmlab"]), 2),
+        f"{key}_train_s": round(benchlib.median(r["train_seconds"] for r in runs["lmlab"]), 2),
     })
     print(f"  {key:>5} {lines:>10,} {n_tok:>11,} {tps['lmlab']:>12,.0f} {tps['raw']:>10,.0f} "
           f"{tps['lmlab'] / tps['raw']:>6.3f} {peak['lmlab']:>10.1f} {peak['raw']:>8.1f} "
@@ -162,10 +166,12 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="tokenizers threads, both sides")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--keep", metavar="DIR", help="generate the corpora here and keep them")
+    benchlib.add_record_option(parser, "tokenize_scale")
     parser.add_argument("--child", choices=("lmlab", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--raw", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.record = benchlib.record_path(args.record, "tokenize_scale", "cpu")
     args.scales = [int(s) for s in args.scales.split(",") if s.strip()]
     for key in ("n_train", "repeats", "vocab", "chunk_size"):
         if getattr(args, key) < 1:
@@ -183,6 +189,8 @@ def main(argv=None) -> dict:
         return result
     import tokenizers
 
+    meta = benchlib.meta(argv, ("tokenizers", "lmlab"))
+    runs: list[dict] = []
     record = {"kind": args.kind, "vocab": args.vocab, "workers": args.workers,
               "chunk_size": args.chunk_size, "threads": args.threads or os.cpu_count(),
               "repeats": args.repeats, "n_train": args.n_train, "tokenizers": tokenizers.__version__}
@@ -194,12 +202,15 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="tokenize_scale.") as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
         for scale in args.scales:
-            bench_scale(scale, root, args, record)
+            bench_scale(scale, root, args, record, runs)
     small, large = f"x{min(args.scales)}", f"x{max(args.scales)}"
     record["throughput_ratio"] = record[f"{large}_ratio"]
     record["mem_growth"] = round(record[f"{large}_peak_mib"] / record[f"{small}_peak_mib"], 4)
     print(f"throughput_ratio {record['throughput_ratio']:.3f} ({large}), mem_growth "
           f"{record['mem_growth']:.3f} ({large} ÷ {small} lmlab peak)")
+    written = benchlib.write_record(args.record, record, runs, meta)
+    if written:
+        print(f"record of all {len(runs)} runs: {written}")
     print(json.dumps(record))
     return record
 

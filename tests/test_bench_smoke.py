@@ -1,55 +1,104 @@
-"""bench/train_throughput.py: both paths train the same thing, and the script ends in its JSON."""
+"""bench/train_throughput.py: the bare loop does the work of lmlab's real training run, and the
+script records every run and ends in its JSON; bench/decode_speed.py ends in its JSON too."""
 
 import json
-from pathlib import Path
+import os
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
 import pytest
+import torch
 import train_throughput as tt
 
-SMALL = ["model.dropout=0.0", "model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1",
-         "model.d_ff=64", "trainer.warmup_steps=2"]
+from lmlab.model.checkpoint import load_model
+
+# tiny models, a tiny vocabulary and small batches; dropout 0 so that the two paths can agree bit
+# for bit; a checkpoint and log lines inside the timed window, as in the full-size bench
+SHRINK = ["model.dropout=0.0", "model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1", "model.d_ff=64",
+          "tokenizer.vocab_size=300", "trainer.batch_size=32", "trainer.warmup_steps=2",
+          "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=2"]
+N_TRAIN = 200  # 7 batches of 32: the 10 steps below cross an epoch boundary
+LAYERS = {"tiny": ["model.n_encoder_layer=1"], "gpt-tiny": []}
 
 
-@pytest.mark.parametrize("preset,layers", [("tiny", "model.n_encoder_layer=1"),
-                                           ("gpt-tiny", "model.n_encoder_layer=0")])
-def test_bare_loop_and_lightning_reach_identical_weights(preset, layers):
-    # Without dropout the two paths must agree bit for bit: same optimiser, schedule, loss, clip.
-    batches = tt.make_batches(6, batch_size=4, seq_len=6, vocab=300, seed=0,
-                              decoder_only=preset.startswith("gpt"))
-    make = lambda: tt.new_module(preset, 300, 0, SMALL + [layers])  # noqa: E731
-    bare_steps, bare = tt.run_bare(make, batches, 2, "cpu", "32-true")
-    lmlab_steps, lmlab = tt.run_lmlab(make, batches, 2, "cpu", "32-true")
-    # one time per step after the 2 warm-up steps, each from a step's start to the next's
-    assert len(bare_steps) == len(lmlab_steps) == 4 and min(bare_steps + lmlab_steps) > 0
-    start = make()[0]
-    for p_bare, p_lmlab, p0 in zip(bare.model.parameters(), lmlab.model.parameters(),
-                                   start.model.parameters()):
-        assert torch.equal(p_bare, p_lmlab)
-    assert any(not torch.equal(p, p0) for p, p0 in zip(bare.model.parameters(), start.model.parameters()))
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return tt.prepare_data(tmp_path_factory.mktemp("bench_data"), N_TRAIN, SHRINK)
 
 
-def test_script_prints_table_then_json(capsys):
-    record = tt.main(["--presets", "tiny,gpt-tiny", "--steps", "2", "--warmup", "1", "--seq-len", "4",
-                      "--batch-size", "2", "--repeats", "1", "--device", "cpu", "--threads", "1"])
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "gpt-tiny"])
+def test_bare_loop_does_the_work_of_the_real_training_run(preset, prepared, tmp_path, offline):
+    # Same seed, batches, optimiser, schedule, loss and clipping: without dropout the bare loop and
+    # fit.train (W&B logger, checkpoints, curves and all) must end with identical weights.
+    cfg = tt.run_config(preset, "cpu", 10, tmp_path / "logs", N_TRAIN, overrides=SHRINK + LAYERS[preset])
+    bare, bare_model = tt.run_bare(cfg, prepared, 2, "cpu")
+    lmlab, lmlab_model = tt.run_lmlab(cfg, prepared, tmp_path / "run", 2, "cpu")
+    for fig in (bare, lmlab):  # one time per timed step, from the start of step 2 to the end of step 9
+        assert fig["timed_steps"] == len(fig["step_s"]) == 8 and min(fig["step_s"]) > 0
+        assert abs(sum(fig["step_s"]) - fig["window_s"]) < 1e-3
+    assert bare["counts"] == lmlab["counts"] and bare["tokens"] == lmlab["tokens"] > 0  # the same batches
+    assert lmlab["train_s"] > lmlab["window_s"]
+    assert (tmp_path / "run/checkpoints/last.ckpt").is_file()  # the real run's periodic work happened
+    assert (tmp_path / "run/curves/train_loss.tsv").is_file()
+
+    start, _ = tt.build_like_fit(cfg, prepared)
+    _, _, payload = load_model(tmp_path / "run/model/model.pt")  # what the run exported
+    bare_sd, lmlab_sd = bare_model.state_dict(), lmlab_model.state_dict()
+    for key, value in bare_sd.items():
+        assert torch.equal(value, lmlab_sd[key]), key
+        assert torch.equal(value, payload["state_dict"][key]), key
+    assert any(not torch.equal(bare_sd[k], v) for k, v in start.model.state_dict().items())  # it trained
+
+
+def test_script_records_every_run_and_ends_in_its_json(capsys, tmp_path):
+    # main() leaves the environment as it found it, but for the address of W&B's service process,
+    # which lives on with this process (conftest.child_env keeps it from child processes)
+    environ = lambda: {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # noqa: E731
+    before, threads = environ(), torch.get_num_threads()
+    overrides = [x for item in SHRINK + LAYERS["tiny"] for x in ("--override", item)]
+    record = tt.main(["--presets", "tiny", "--steps", "3", "--warmup", "1", "--repeats", "2", "--threads", "1",
+                      "--device", "cpu", "--n-train", str(N_TRAIN), *overrides, "--record", str(tmp_path / "r.json")])
     out = capsys.readouterr().out.strip().splitlines()
     assert json.loads(out[-1]) == record
-    assert record["device"] == "cpu" and record["threads"] == 1
-    assert record["tiny_tokens_per_s"] > 0 and record["tiny_bare_tokens_per_s"] > 0
-    expected = record["tiny_tokens_per_s"] / record["tiny_bare_tokens_per_s"]
-    assert abs(record["tiny_ratio"] - expected) < 1e-3 * expected + 1e-3
-    assert "tiny_mfu" not in record
-    assert record["gpt-tiny_ratio"] > 0 and record["gpt-tiny_tokens_per_s"] > 0
+    assert environ() == before and torch.get_num_threads() == threads
+    assert record["device"] == "cpu" and record["threads"] == 1 and record["precision"] == "32-true"
+    assert record["tiny_ratio"] > 0 and record["tiny_tokens_per_s"] > 0 and record["tiny_bare_tokens_per_s"] > 0
+    assert "tiny_mfu" not in record and not any("mem" in key for key in record)  # no memory column on CPU
+
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["summary"] == record and saved["meta"]["n_runs"] == 4
+    runs = saved["runs"]
+    assert sorted((r["pair"], r["path"]) for r in runs) == [(0, "bare"), (0, "lmlab"), (1, "bare"), (1, "lmlab")]
+    assert {(r["pair"], r["first"]) for r in runs} == {(0, "bare"), (1, "lmlab")}  # both orders
+    assert all(r["order"] == (1 if r["path"] == r["first"] else 2) for r in runs)
+    assert all(r["timed_steps"] == 3 == len(r["step_s"]) and r["tokens"] > 0 for r in runs)
+    ratios = sorted({r["pair_ratio"] for r in runs})
+    assert len(ratios) == 2 and abs(record["tiny_ratio"] - sum(ratios) / 2) < 1e-3  # median of the pairs
+    for r in runs:
+        assert abs(r["tokens_per_s"] - r["tokens"] / r["window_s"]) < 1e-6 * r["tokens_per_s"]
+        assert ("train_s" in r) == (r["path"] == "lmlab") and "peak_mem_mb" not in r
 
 
-def test_decode_speed_prints_ratios_for_every_strategy_and_batch(capsys):
+def test_overrides_the_bench_sets_itself_are_refused():
+    with pytest.raises(SystemExit):
+        tt.parse_args(["--override", "trainer.max_steps=5"])
+
+
+def test_decode_speed_prints_ratios_for_every_strategy_and_batch(capsys, tmp_path):
     pytest.importorskip("transformers")
     import decode_speed as ds
     record = ds.main(["--preset", "gpt-tiny", "--batches", "1,2", "--new-tokens", "3", "--prompt-len", "4",
-                      "--vocab", "50", "--repeats", "1", "--threads", "1"])
+                      "--vocab", "50", "--repeats", "2", "--threads", "1", "--record", str(tmp_path / "d.json")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
     for key in ("greedy_b1", "greedy_b2", "beam5_b1", "beam5_b2", "topp_b1", "topp_b2", "encdec_greedy_b2",
                 "encdec_beam5_b2", "encdec_topp_b1"):
         assert record[f"{key}_ratio"] > 0 and record[f"{key}_tokens_per_s"] > 0
+    saved = json.loads((tmp_path / "d.json").read_text())
+    assert saved["summary"] == record
+    timed = [r for r in saved["runs"] if not r["warmup"]]
+    # 2 archs × 3 strategies × 2 batches × 2 sides × 2 repeats, every one of them
+    assert len(timed) == 48 and {r["side"] for r in timed} == {"lmlab", "hf"}

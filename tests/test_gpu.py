@@ -54,13 +54,17 @@ def test_compiled_training_exports_the_plain_models_keys(prepared, tiny_override
     assert not any("_orig_mod" in k for k in payload["state_dict"])
 
 
-def test_throughput_bench_reports_mfu():
+def test_throughput_bench_reports_mfu(tmp_path):
     import train_throughput as tt
-    record = tt.main(["--presets", "gpt-tiny,tiny", "--steps", "5", "--warmup", "2", "--repeats", "1",
-                      "--device", "cuda"])
+    record = tt.main(["--presets", "gpt-tiny,tiny", "--steps", "5", "--warmup", "2", "--repeats", "2",
+                      "--device", "cuda", "--n-train", "2000", "--record", str(tmp_path / "r.json")])
     assert record["precision"] == "bf16-mixed"
     for preset in ("gpt-tiny", "tiny"):
-        assert 0 < record[f"{preset}_mfu"] < 1 and record[f"{preset}_ratio"] > 0
+        assert 0 < record[f"{preset}_mfu"] < 1 and 0 < record[f"{preset}_bare_mfu"] < 1
+        assert record[f"{preset}_ratio"] > 0 and record[f"{preset}_flops_per_step"] > 0
+        assert record[f"{preset}_peak_mem_mb"] > 0 and record[f"{preset}_bare_peak_mem_mb"] > 0
+    runs = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert len(runs) == 8 and all(r["peak_mem_mb"] > 0 and 0 < r["mfu"] < 1 for r in runs)
 
 
 @pytest.mark.slow

@@ -304,9 +304,13 @@ def test_bad_tokenizer_settings_name_the_key(changes, message):
     assert message in str(err.value)
 
 
-def test_tokenize_scale_bench_ends_in_its_json(capsys):
+def test_tokenize_scale_bench_ends_in_its_json(capsys, tmp_path):
     import tokenize_scale as ts
-    record = ts.main(["--scales", "1,2", "--n-train", "40", "--repeats", "1", "--threads", "1"])
+    record = ts.main(["--scales", "1,2", "--n-train", "40", "--repeats", "1", "--threads", "1",
+                      "--record", str(tmp_path / "t.json")])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == record and last["throughput_ratio"] > 0 and last["mem_growth"] > 0
     assert last["x2_tokens"] > last["x1_tokens"] > 0 and last["x1_peak_mib"] > 0
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved["summary"] == record  # and every child run: 2 scales × 2 sides × 1 repeat
+    assert sorted((r["scale"], r["side"]) for r in saved["runs"]) == [(1, "lmlab"), (1, "raw"), (2, "lmlab"), (2, "raw")]

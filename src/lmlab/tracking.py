@@ -17,7 +17,6 @@ from pathlib import Path
 from lmlab.config import Config
 
 STEP_METRIC = "trainer/global_step"  # what Lightning's WandbLogger logs beside every metric
-EXAMPLES_PER_REPORT_EXAMPLE = 4  # table rows per evaluate.report_examples (the report shows fewer)
 
 
 def strategy_name(cfg: Config, sweep_key: str | None = None) -> str:

@@ -8,7 +8,9 @@ from pathlib import Path
 from lmlab.config import Config
 from lmlab.evaluate.metrics import bleu_tokenizer_for, example_scores, read_generations
 from lmlab.model.checkpoint import read_summary
-from lmlab.tracking import EXAMPLES_PER_REPORT_EXAMPLE, global_rank, strategy_name, wandb_dir
+from lmlab.tracking import global_rank, strategy_name, wandb_dir
+
+EXAMPLES_PER_REPORT_EXAMPLE = 4  # table rows per evaluate.report_examples (the report shows fewer)
 
 
 def log_evaluation(cfg: Config, model_path: str | Path, generations_path: str | Path, metrics: dict,

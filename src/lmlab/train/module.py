@@ -59,7 +59,9 @@ class TransformerLitModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss_sum, n_tok = self._loss(batch, self.tcfg["label_smoothing"])
         loss = loss_sum / n_tok
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(n_tok))
+        # logged per step only, so Lightning needs no batch size to weight an epoch mean: none
+        # is passed, as int(n_tok) would wait for the GPU every step
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def on_validation_epoch_start(self):
