@@ -9,7 +9,8 @@ random weights on both sides, as the token count is fixed). Every prompt
 has ``--prompt-len`` tokens, and both sides must generate exactly ``--new-tokens`` tokens per
 output (min = max new tokens), so tokens/s = batch × new tokens ÷ seconds on both. Strategies:
 greedy; beam 5 (length penalty 1, stop at 5 finished); top-p 0.9 sampling. Each (strategy, batch)
-runs ``--repeats`` times per side, alternating, and each side keeps its median time.
+runs ``--repeats`` times per side, alternating, the sides taking turns to go first, and each
+side keeps its median time.
 
     python bench/decode_speed.py [--archs decoder-only,encoder-decoder] [--preset gpt-tiny]
         [--encdec-preset tiny] [--batches 1,64] [--new-tokens 32] [--prompt-len 16]
@@ -187,7 +188,8 @@ def bench_pair(model, hf, prefix: str, label: str, args, record: dict, runs: lis
                 runs.append(run_entry(what, side, None, fn(m, prompts, strategy, 2), 2))
             times = {"lmlab": [], "hf": []}
             for i in range(args.repeats):
-                for side, fn, m in sides:
+                # the sides take turns to go first, so neither always runs on a warmer machine
+                for side, fn, m in sides if i % 2 == 0 else sides[::-1]:
                     runs.append(run_entry(what, side, i, fn(m, prompts, strategy, args.new_tokens), args.new_tokens))
                     times[side].append(runs[-1]["seconds"])
             tps = {k: batch * args.new_tokens / benchlib.median(v) for k, v in times.items()}

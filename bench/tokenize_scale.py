@@ -16,7 +16,7 @@ Both sides encode the same lines to the same tokens (checked). Peak memory is th
 high-water mark (``VmHWM``), the whole process from start-up (Python, numpy, tokenizers) to exit;
 with ``--workers`` > 1 the largest worker's high-water mark is added once per worker (an upper
 bound: forked workers share pages with their parent). The two sides alternate ``--repeats`` times
-per scale; tokens/s uses the median time and memory the largest peak.
+per scale, taking turns to go first; tokens/s uses the median time and memory the largest peak.
 
     python bench/tokenize_scale.py [--scales 1,10] [--n-train 20000] [--repeats 3] [--kind bpe]
         [--vocab 6000] [--workers 1] [--chunk-size 4096] [--threads N] [--keep DIR] [--record PATH]
@@ -130,7 +130,9 @@ def bench_scale(scale: int, root: Path, args, record: dict, all_runs: list[dict]
     lines = write_corpus(raw, args.n_train * scale, args.seed)
     runs: dict[str, list[dict]] = {"lmlab": [], "raw": []}
     for i in range(args.repeats):
-        for side in ("lmlab", "raw"):  # lmlab first: it writes the tokenizer that raw loads
+        # the sides take turns to go first; lmlab must be first once, as it writes the tokenizer
+        # that raw loads
+        for side in ("lmlab", "raw") if i % 2 == 0 else ("raw", "lmlab"):
             result = run_child(side, raw, out, args)
             runs[side].append(result)
             all_runs.append(dict({"scale": scale, "pairs": lines, "side": side, "repeat": i}, **result,
