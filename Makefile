@@ -3,7 +3,7 @@
 #   make test       - same set-up, then the whole test suite (the CI command)
 # and, once set up:
 #   make setup      - the set-up alone (.venv with the pinned dependencies and lmlab, editable)
-#   make test-fast  - the suite without the end-to-end tests marked slow (under a minute)
+#   make test-fast  - the suite without the end-to-end tests marked slow (about 30 s)
 #   make lint       - ruff check
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,7 +30,7 @@ test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q -m "not slow"
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

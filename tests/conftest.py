@@ -1,5 +1,7 @@
+import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +127,26 @@ def copy_repo(dest: Path, overrides: list[str], edit=None) -> tuple[dict, list[s
     run(git + ["add", "-A"], dest, env)
     run(git + ["commit", "-qm", "copy"], dest, env)
     return env, git
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, after checking the PNG signature."""
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def is_png(path: Path) -> bool:
+    return Path(path).read_bytes()[:8] == PNG_MAGIC
+
+
+def read_run_file(path: Path) -> list[dict]:
+    """The records of a .wandb transaction log, decoded by wandb itself."""
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    proc = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(path)], cwd=path.parents[2],
+                          env=child_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()]

@@ -1,16 +1,15 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from lmlab.config import CONF_DIR, ConfigError, build_config, compose, load_params
 from lmlab.model.presets import count_parameters
 from lmlab.params import render
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
 
@@ -79,6 +78,7 @@ def test_unknown_group_option_is_one_clear_error():
         compose(["model=huge"])
 
 
+@pytest.mark.slow
 def test_cli_bad_override_exits_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "src/train.py", "model.n_head=7", "model.n_embd=128", f"--out-dir={tmp_path}/out"],

@@ -8,11 +8,9 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 from lmlab.data import corpus  # noqa: E402
 from lmlab.data.corpus import (  # noqa: E402

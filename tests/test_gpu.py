@@ -3,11 +3,10 @@ of the throughput bench. Every test here needs CUDA and is skipped cleanly witho
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import child_env
+from conftest import ROOT, child_env
 
 from lmlab.config import build_config, compose
 from lmlab.model.checkpoint import load_model
@@ -16,7 +15,6 @@ from lmlab.train.fit import train
 from lmlab.train.module import TransformerLitModule
 
 pytestmark = pytest.mark.gpu
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gpu_cfg(tiny_overrides, *extra):

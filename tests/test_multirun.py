@@ -5,17 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import child_env
-from test_tracking import read_run_file
+from conftest import ROOT, child_env, read_run_file
 
 from lmlab.config import build_config, compose
 from lmlab.model.checkpoint import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_script(cwd, *args, env=None):
@@ -79,6 +75,7 @@ def test_submitit_local_launcher_runs_the_sweep_as_processes(prepared, tiny_over
     assert logs.count("wrote multirun/") == 2
 
 
+@pytest.mark.slow
 def test_slurm_preset_writes_a_batch_script_of_one_rank_per_gpu(tmp_path):
     """The SLURM preset through the real plugin and submitit, up to sbatch: a stand-in sbatch
     keeps the batch script it is given and refuses it (srun's stand-in only says it exists)."""
@@ -105,6 +102,7 @@ def test_slurm_preset_writes_a_batch_script_of_one_rank_per_gpu(tmp_path):
     assert f"{sys.executable} -u -m submitit.core._submit" in script
 
 
+@pytest.mark.slow
 def test_a_sweep_refuses_ddp_that_lightning_would_launch(tmp_path):
     proc = train_script(tmp_path, "-m", "model=tiny,small", "trainer.devices=2", "trainer.strategy=ddp")
     assert proc.returncode == 2

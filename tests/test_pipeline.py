@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import copy_repo, run
+from conftest import copy_repo, is_png, run
 
 METRIC_KEYS = {
     "bleu", "chrf", "ter", "bleu_signature", "chrf_signature", "ter_signature", "rouge1", "rouge2",
@@ -48,7 +48,7 @@ def test_dvc_repro_end_to_end(repo):
         assert lines[0].startswith("step\t") and len(lines) >= 2
     report = (dest / "reports/report.md").read_text()
     assert "bleu" in report.lower() and "figures/loss.png" in report
-    assert (dest / "reports/figures/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert is_png(dest / "reports/figures/loss.png")
     assert (dest / "data/model/model.pt").is_file()
     assert (dest / "data/checkpoints/last.ckpt").is_file()  # outside DVC's outs: survives a rerun
 

@@ -1,24 +1,14 @@
 """reporting and files: real PNGs, the markdown a reader sees, missing curves, atomic writes."""
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, png_size
 
 from lmlab.evaluate.metrics import score
 from lmlab.files import atomic_path, atomic_write_json, atomic_write_text
 from lmlab.report.report import pick_examples, plot_curves, read_curve, render_report, write_report
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ROOT = Path(__file__).parents[1]
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the IHDR chunk, after checking the PNG signature."""
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", f"{path} is not a PNG"
-    return struct.unpack(">II", data[16:24])
 
 
 def write_curve(path: Path, name: str, points) -> Path:

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import copy_repo, run
+from conftest import copy_repo, is_png, run
 
 # Two model presets of different widths, both tiny (the test's own, beside conf/model/*.yaml).
 PRESETS = {"narrow": 24, "wide": 48}
@@ -80,5 +80,5 @@ def test_dvc_queue_sweep_trains_once_per_size_and_reports_the_pivot(tmp_path, ti
             (r["model"], r["strategy"]) == ("narrow", "greedy")
     assert int(rows[2]["n_parameters"]) > int(rows[0]["n_parameters"]) > 0
     for png in ("quality_vs_params.png", "quality_vs_speed.png", "val_loss.png"):
-        assert (dest / "reports/compare" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert is_png(dest / "reports/compare" / png)
         assert f"](compare/{png})" in md

@@ -25,7 +25,6 @@ from lmlab.data.tokenizer import (
     write_array,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
 TEXT = ["the cat sat on the mat .", "a dog ran near the cat .", "la chatte est assise .",
         "a dog sat on a mat near the cat ."] * 10

@@ -5,13 +5,11 @@ evaluate stage run for two strategies, and the run files read back with wandb's 
 import contextlib
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sacrebleu
-from conftest import child_env
+from conftest import read_run_file
 
 from lmlab.config import build_config, compose
 from lmlab.evaluate.metrics import example_scores, score
@@ -20,15 +18,6 @@ from lmlab.tracking import run_group, run_tags, strategy_name
 
 BASELINE = "0123456789abcdef0123456789abcdef01234567"  # what `dvc exp run` puts in DVC_EXP_BASELINE_REV
 TABLE_COLUMNS = ["id", "source", "reference", "hypothesis", "sentence BLEU"]
-
-
-def read_run_file(path: Path) -> list[dict]:
-    """The records of a .wandb transaction log, decoded by wandb itself."""
-    wandb_cli = Path(sys.executable).parent / "wandb"
-    proc = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(path)], cwd=path.parents[2],
-                          env=child_env(WANDB_MODE="offline"), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
 def of_type(records: list[dict], kind: str) -> list[dict]:

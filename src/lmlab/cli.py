@@ -117,6 +117,8 @@ def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
                 raise  # Hydra names the job that failed, runs the others, then raises it
             failed.append(err)  # one run: raised below, without Hydra's line about the job
 
+    # hydra.main takes its command line from sys.argv (its public API has no other way in), and
+    # leaves its job config in the HydraConfig singleton: both are put back afterwards.
     saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), HydraConfig.instance().cfg
     sys.argv = [sys.argv[0], *hydra_args]
     # Without HYDRA_FULL_ERROR, Hydra prints an error itself and exits with status 1; with it,

@@ -17,7 +17,7 @@ salient facts in a fixed form::
 
 (the first test report of seed 1234). The opening sentence always comes first and the others are
 shuffled, the result after the action, so the facts sit anywhere in the report: the lead baseline
-(the first three sentences, ``scoring.lead``) shares the town and common words with the summary
+(the first three sentences, ``evaluate.metrics.lead``) shares the town and common words with the summary
 but often misses the facts (ROUGE-1 34.2 on the test split), while a model has to find the two
 salient sentences, skip the distractor and carry the town over from the first sentence.
 """

@@ -13,7 +13,7 @@ metrics depends on the task, each scored with what its field reports:
 * summarization: ROUGE-1/2/L/Lsum, and the same for the lead baseline (the source's first
   sentences, :func:`lead`), so the model's scores can be read against it;
 * language modelling: distinct-n (Li et al., 2016) and sequence-level repetition (Welleck et al.,
-  2019) of the sampled continuations (perplexity comes from the model, in ``evaluation``).
+  2019) of the sampled continuations (perplexity comes from the model, in ``evaluate.perplexity``).
 
 ROUGE is computed with rouge-score and :class:`UnicodeTokenizer`, which equals rouge-score's own
 tokenizer on ASCII text but does not drop letters outside a-z (rouge-score scores Chinese 0).

@@ -1,6 +1,6 @@
 """The architecture fields shared by the model (``ModelConfig``) and the config (``model`` section).
 
-Kept apart from ``model.py`` so that reading a config does not import torch.
+Kept apart from ``transformer.py`` so that reading a config does not import torch.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, read_generations
 from lmlab.files import atomic_path, atomic_write_text
 
 # Figure file -> (caption, y label, [(curve file, legend label), ...]); the curve files are the ones
-# the train stage writes (see ``training.CURVES``).
+# the train stage writes (see ``train.callbacks.CURVES``).
 FIGURES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "loss.png": ("Training and validation loss", "loss",
                  [("train_loss.tsv", "train/loss (label-smoothed objective)"),
