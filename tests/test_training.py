@@ -9,7 +9,7 @@ from conftest import child_env
 from lmlab.config import build_config, compose
 from lmlab.evaluate.wandb_run import log_evaluation
 from lmlab.model.checkpoint import average_state_dicts, load_model
-from lmlab.train.callbacks import snapshot_files
+from lmlab.train.callbacks import AtomicCheckpointIO, snapshot_files
 from lmlab.train.fit import train
 from lmlab.train.module import lr_lambda
 from lmlab.train.resume import fingerprint, resume_plan
@@ -254,3 +254,20 @@ def test_every_slurm_rank_of_a_job_step_picks_the_same_output_directory():
     # a one-task allocation (salloc, an interactive shell) keeps the time stamp
     stamp = run_stamp({"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1"})
     assert time.strptime(stamp, "%Y-%m-%d/%H-%M-%S")
+
+
+def test_checkpoint_writes_are_point_in_time_and_waited_for(tmp_path):
+    """The writer thread saves the weights as they were when the save was asked for, training's
+    later in-place updates notwithstanding; teardown waits for it and raises what it met."""
+    io = AtomicCheckpointIO()
+    w = torch.ones(3)
+    io.save_checkpoint({"state_dict": {"w": w}, "global_step": 7}, tmp_path / "last.ckpt")
+    w.add_(1)  # the next optimiser step, while the write may still be pending
+    io.teardown()
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert torch.equal(saved["state_dict"]["w"], torch.ones(3)) and saved["global_step"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+    io.save_checkpoint({"w": w}, tmp_path / "last.ckpt" / "inside-a-file.ckpt")  # cannot be written
+    with pytest.raises(OSError):
+        io.teardown()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lmlab.data.batching import input_tokens
@@ -112,11 +114,54 @@ def snapshot_files(directory: Path) -> list[Path]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to a temporary file and renamed, so a process killed mid-save
-    leaves the previous last.ckpt intact for ``ckpt_path=last``."""
+    """Checkpoints written atomically, off the training thread.
+
+    ``save_checkpoint`` takes a point-in-time copy of every tensor on the CPU (training then goes
+    on changing the weights in place) and hands it to one writer thread, which writes it to a
+    temporary file and renames it, in the order the saves came: a process killed mid-save leaves
+    the previous ``last.ckpt`` intact for ``ckpt_path=last``, and training does not wait for the
+    disk (writing ``last.ckpt`` took about 2% of a 100-step window of ``tiny`` on the CPU).
+    ``teardown`` (Lightning calls it at the end of ``fit``) waits for every write and raises the
+    first error any of them met."""
+
+    def __init__(self):
+        super().__init__()
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmlab-checkpoint")
+        self._raise_failed()
+        self._pending.append(self._writer.submit(self._write, snapshot, Path(path), storage_options))
+
+    def _write(self, checkpoint, path: Path, storage_options) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    def remove_checkpoint(self, path) -> None:
+        self.wait()  # never remove a file a pending write is about to replace
+        super().remove_checkpoint(path)
+
+    def wait(self) -> None:
+        """Block until every checkpoint handed over so far is on disk."""
+        for future in self._pending:
+            future.exception()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in done:
+            if future.exception() is not None:
+                raise future.exception()
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
