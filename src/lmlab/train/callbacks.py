@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lmlab.data.batching import input_tokens
 from lmlab.files import atomic_path
+from lmlab.model.checkpoint import module_weights
 
 CURVES = {"train_loss.tsv": "train/loss", "val_loss.tsv": "val/loss", "lr.tsv": "lr"}
 
@@ -24,11 +24,9 @@ class CurveWriter(pl.Callback):
     def __init__(self, out_dir: Path, log_every: int):
         self.out_dir, self.log_every = Path(out_dir), log_every
         self.rows: dict[str, list[tuple[int, float]]] = {name: [] for name in CURVES.values()}
-        self.started = None
         self.tokens = 0
 
     def on_train_start(self, trainer, module):
-        self.started = time.perf_counter()
         if trainer.global_step > 0:  # resumed: keep the curves up to the checkpoint
             for fname, name in CURVES.items():
                 path = self.out_dir / fname
@@ -95,7 +93,7 @@ class Snapshots(pl.Callback):
         state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.global_rank != 0:
             return
-        weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
+        weights = {k: v.detach().cpu() for k, v in module_weights(state).items()}
         with atomic_path(self.dir / f"step-{step:08d}.pt") as tmp:
             torch.save(weights, tmp)
         for old in snapshot_files(self.dir)[:-self.keep]:
