@@ -9,6 +9,10 @@ evaluate and translate load a model without the training framework.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -37,13 +41,50 @@ def save_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, config: d
         torch.save(payload, tmp)
 
 
+LFS_POINTER = b"version https://git-lfs"
+
+
+def safe_load(path: str | Path, map_location: str = "cpu", mmap: bool = False):
+    """``torch.load`` of a model file, training checkpoint or snapshot with ``weights_only=True``:
+    tensors and plain data only, so a file that tries to run code when unpickled is refused before
+    any of it runs. Every way the file can be unreadable (missing, a Git LFS pointer, truncated,
+    not a PyTorch file, a pickle of objects) is a one-line ``ValueError`` (``FileNotFoundError``
+    for a missing file) naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    with open(path, "rb") as f:
+        head = f.read(len(LFS_POINTER))
+    if head == LFS_POINTER:
+        raise ValueError(f"{path} is a Git LFS pointer, not the file itself: fetch it with `git lfs pull`")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses any global it does not know before calling it; the message is long
+        found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)|global '([\w.]+)'", str(err))
+        if found is None:  # not a pickle at all
+            raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?)") from None
+        what = next(g for g in found.groups() if g)
+        raise ValueError(f"{path} holds Python objects ({what}), not only tensors and plain data: refused "
+                         "to load it (a file from an untrusted source can run code when unpickled)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {first}") from None
+
+
+def tokenizer_hash(tokenizer_json: str) -> str:
+    """A short hash of a tokenizer's JSON: a model file and the prepared data it decodes must agree."""
+    return hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]
+
+
 def load_model(path: str | Path, device: str = "cpu"):
     """(model in eval mode, tokenizer, payload) from a model file written by ``save_model`` or a
-    Lightning checkpoint of lmlab's training; no training config is needed."""
+    Lightning checkpoint of lmlab's training; no training config is needed. A file that is not
+    one of these, or whose weights are not finite (a run that diverged), is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the train stage (`dvc repro train`)")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = safe_load(path, map_location=device)
     if isinstance(payload, dict) and CKPT_TOKENIZER in payload and "hyper_parameters" in payload:
         payload = {"format": MODEL_FORMAT, "model_config": payload["hyper_parameters"]["model_cfg"],
                    "state_dict": module_weights(payload["state_dict"]),
@@ -53,8 +94,16 @@ def load_model(path: str | Path, device: str = "cpu"):
                          "checkpoints carried it): use the exported model.pt")
     elif not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is neither an lmlab model file nor an lmlab training checkpoint")
-    model = Transformer(ModelConfig(**payload["model_config"])).to(device)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = Transformer(ModelConfig(**payload["model_config"])).to(device)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} does not hold a model lmlab can build: {first}") from None
+    bad = next((k for k, v in payload["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if bad is not None:
+        raise ValueError(f"{path} has non-finite weights ({bad}): the training diverged; "
+                         "retrain with a lower trainer.lr or from an earlier checkpoint")
     model.eval()
     return model, load_tokenizer(payload["tokenizer"]), payload
 
@@ -65,13 +114,13 @@ def read_summary(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         return {}
-    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    payload = safe_load(path, mmap=True)
     return payload.get("summary", {}) if isinstance(payload, dict) else {}
 
 
 def checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The plain model's weights from a Lightning checkpoint (full state dict, any strategy)."""
-    return module_weights(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+    return module_weights(safe_load(path)["state_dict"])
 
 
 def module_weights(module_state: dict) -> dict[str, torch.Tensor]:
@@ -87,7 +136,7 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
         raise ValueError("no checkpoints to average")
     total, last = None, None
     for path in paths:
-        last = torch.load(path, map_location="cpu", weights_only=True)
+        last = safe_load(path)
         if total is None:
             total = {k: v.double() if v.is_floating_point() else v for k, v in last.items()}
         else:
