@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
-import sys
 
+from lmlab.cli import report_error
 from lmlab.config import ConfigError
 from lmlab.evaluate.metrics import bleu_tokenizer_for, parse_generations
 from lmlab.report.compare import VAL_CURVE_FILE, collect, write_comparison
@@ -63,11 +62,8 @@ def main(argv=None) -> int:
                                            asked.pop() if len(asked) == 1 else "auto")
         write_comparison(results, args.out, args.csv, args.figures_dir, read_generations=read_generations,
                          read_curve=read_curve, bleu_tokenize=bleu_tokenize, n_samples=args.bootstrap_samples)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        if os.environ.get("LMLAB_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ConfigError, OSError, ValueError) as err:
+        return report_error(err)
     print(f"wrote {args.out}, {args.csv} and {args.figures_dir}/: {len(results)} results from "
           f"{len({r.exp for r in results})} experiments")
     return 0

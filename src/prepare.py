@@ -1,7 +1,9 @@
 """Stage `prepare`: train the tokenizer on the training split, encode every split to token arrays."""
 
+import sys
+
 from lmlab.cli import stage_main
-from lmlab.data.prepare import prepare
+from lmlab.data.prepare import prepare, unknown_token_warnings
 
 DROPPED = {"dropped_too_long": "too long", "dropped_too_short": "too short",
            "dropped_ratio": "over max_ratio"}
@@ -20,6 +22,8 @@ def describe(split: str, stats: dict) -> str:
 
 def run(cfg, raw_dir, out_dir):
     stats = prepare(cfg, raw_dir, out_dir)
+    for line in unknown_token_warnings(stats):
+        print(line, file=sys.stderr)
     print(f"wrote {out_dir}: vocabulary {stats['vocab_size']}, "
           + ", ".join(describe(s, stats[s]) for s in ("train", "validation", "test")))
 

@@ -6,9 +6,10 @@ Lightning checkpoint of lmlab's training) carries the architecture and the token
         decoding=beam decoding.n_best=3                 # one prompt per line from stdin
     python src/translate.py --model data/model/model.pt decoding=topp decoding.temperature=0.7
 
-Each prompt prints its hypothesis (with ``n_best`` > 1, one ``score<TAB>hypothesis`` line per
-hypothesis, best first, then a blank line). Only ``decoding.*`` and ``seed`` of the overrides
-matter here.
+A model trained for translation or summarization decodes each prompt as a source; a language model
+(data.task=language_modeling) continues each prompt instead. Each prompt prints its output (with
+``n_best`` > 1, one ``score<TAB>hypothesis`` line per hypothesis, best first, then a blank line).
+Only ``decoding.*`` and ``seed`` of the overrides matter here.
 """
 
 import sys
@@ -16,18 +17,32 @@ import sys
 from lmlab.cli import stage_main
 
 
-def run(cfg, model, prompt):
-    from lmlab.decoding.driver import translate_texts
-    from lmlab.model.checkpoint import load_model
+def read_prompts(stream) -> list[str]:
+    """One prompt per line of a binary stream, which must be UTF-8."""
+    data = stream.read()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"stdin is not UTF-8 text (byte {err.start}: {err.reason})") from None
 
-    loaded, tokenizer, _ = load_model(model)
+
+def run(cfg, model, prompt):
+    from lmlab.decoding.driver import continue_texts, translate_texts
+    from lmlab.model.checkpoint import load_model, model_task
+
+    loaded, tokenizer, payload = load_model(model)
+    task = model_task(payload)
+    if task is None and loaded.cfg.arch == "decoder-only":
+        raise ValueError(f"{model} does not say whether it is a language model or a translation "
+                         "model (a checkpoint from an older lmlab): use the model.pt its training exported")
     if prompt:
         texts = [prompt]
     else:
         if sys.stdin.isatty():
             print("reading prompts from stdin, one per line (Ctrl-D ends)", file=sys.stderr)
-        texts = [line.rstrip("\n") for line in sys.stdin]
-    for rec in translate_texts(loaded, tokenizer, texts, cfg):
+        texts = read_prompts(sys.stdin.buffer)
+    decode = continue_texts if task == "language_modeling" else translate_texts
+    for rec in decode(loaded, tokenizer, texts, cfg):
         if "nbest" in rec:
             print("\n".join(f"{score:.4f}\t{hyp}" for score, hyp in zip(rec["nbest_scores"], rec["nbest"])))
             print()

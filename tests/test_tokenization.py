@@ -203,14 +203,17 @@ def test_filters_drop_exactly_the_expected_pairs_and_count_them(tmp_path):
     tok = load_tokenizer(tmp_path / "out" / "tokenizer.json")
     for split in ("train", "validation"):
         assert stats[split] == {"pairs": 2, "dropped_too_long": 2, "dropped_too_short": 2, "dropped_ratio": 1,
-                                "source_tokens": 7, "target_tokens": 8}
+                                "source_tokens": 7, "target_tokens": 8, "source_unk_rate": 0.0,
+                                "target_unk_rate": 0.0}
         arr = TokenArray(tmp_path / "out" / f"{split}.source")
         assert [tok.decode(arr[i], "source") for i in range(len(arr))] == ["abcd", "abc"]
     assert stats["test"] == {"pairs": 7, "dropped_too_long": 0, "dropped_too_short": 0, "dropped_ratio": 0,
-                             "source_tokens": len("".join(src)), "target_tokens": len("".join(tgt))}
+                             "source_tokens": len("".join(src)), "target_tokens": len("".join(tgt)),
+                             "source_unk_rate": 0.0, "target_unk_rate": 0.0}
     # the default filters: max_tokens only, and only its counter in stats.json
     stats = prepare(cfg_with(kind="char", min_frequency=1, max_tokens=6), raw, tmp_path / "default")
-    assert stats["train"] == {"pairs": 5, "dropped_too_long": 2, "source_tokens": 13, "target_tokens": 15}
+    assert stats["train"] == {"pairs": 5, "dropped_too_long": 2, "source_tokens": 13, "target_tokens": 15,
+                              "source_unk_rate": 0.0, "target_unk_rate": 0.0}
 
 
 def test_workers_and_chunks_give_the_same_arrays(tmp_path):
@@ -246,7 +249,7 @@ def test_prepare_matches_in_memory_encoding_and_np_save(tmp_path):
 def test_language_modelling_text_split(tmp_path):
     raw = write_raw(tmp_path / "raw", {s: {"text": TEXT[:9] + [""]} for s in SPLITS})
     stats = prepare(cfg_with(kind="byte_bpe", vocab_size=300, min_frequency=1, joint=False), raw, tmp_path / "lm")
-    assert sorted(stats["train"]) == ["lines", "text_tokens"] and stats["test"]["lines"] == 10
+    assert sorted(stats["train"]) == ["lines", "text_tokens", "text_unk_rate"] and stats["test"]["lines"] == 10
     tok = load_tokenizer(tmp_path / "lm" / "tokenizer.json")
     assert tok.sides is None  # one side: one vocabulary, whatever joint says
     arr = TokenArray(tmp_path / "lm" / "validation.text")

@@ -10,7 +10,8 @@ A stage that is a Hydra application (``hydra_app``: train) hands everything but 
 Hydra, so ``-m`` sweeps, ``hydra/launcher=...`` and ``--cfg job`` work there; the other stages
 compose conf/ with the overrides themselves.
 
-Bad input ends with one line on stderr naming the key or file, and exit status 2.
+Bad input ends with one line on stderr naming the key or file, and exit status 2 (``LMLAB_DEBUG=1``
+shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -83,12 +84,19 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
             cfg = cfg.with_strategy(args.strategy)
         run(cfg, **path_args, **({"job": None} if hydra_app else {}),
             **({"strategy": args.strategy} if strategy else {}))
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        if os.environ.get("LMLAB_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ConfigError, OSError, ValueError) as err:  # OSError: FileNotFoundError, permissions, ...
+        return report_error(err)
     return 0
+
+
+def report_error(err: BaseException) -> int:
+    """Print ``err`` as one ``error: ...`` line on stderr and return the exit status 2; with
+    ``LMLAB_DEBUG=1`` in the environment, raise it instead (the full traceback)."""
+    if os.environ.get("LMLAB_DEBUG"):
+        raise err
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    print(f"error: {' '.join(line.strip() for line in lines)}", file=sys.stderr)
+    return 2
 
 
 def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:

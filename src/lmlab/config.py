@@ -431,14 +431,29 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def check(self) -> None:
-        """The checks across sections (each section checked its own keys)."""
+        """The checks across sections (each section checked its own keys): whatever the config
+        alone can tell about a run failing or silently cutting text later on."""
+        m = self.model
         if self.data.task == "language_modeling":
-            if self.model.arch != "decoder-only":
+            if m.arch != "decoder-only":
                 raise ConfigError(f"data.task=language_modeling needs a decoder-only model, but "
-                                  f"model.arch={self.model.arch} (model={self.model.name}): choose "
+                                  f"model.arch={m.arch} (model={m.name}): choose "
                                   "one with model=gpt-tiny, gpt-small or gpt2-124m")
-            _require(self.trainer.block_size <= self.model.max_len, "trainer.block_size",
-                     self.trainer.block_size, f"must be <= model.max_len={self.model.max_len}")
+            _require(self.trainer.block_size <= m.max_len, "trainer.block_size",
+                     self.trainer.block_size, f"must be <= model.max_len={m.max_len}")
+        else:
+            limit = pair_token_limit(m.arch, m.max_len)
+            _require(self.tokenizer.max_tokens is None or self.tokenizer.max_tokens <= limit,
+                     "tokenizer.max_tokens", self.tokenizer.max_tokens,
+                     f"must be <= {limit} for model.max_len={m.max_len} ({m.arch}: "
+                     + ("the target and its <s> must fit the positions" if m.arch != "decoder-only" else
+                        "source, target and their 2 end tokens share the positions")
+                     + "); lower it or raise model.max_len")
+        for key, d in (("decoding", self.decoding), *((f"sweep.{k}", v) for k, v in self.sweep.items())):
+            room = new_token_limit(m.arch, m.max_len, self.data.task, d.prompt_tokens)
+            _require(d.max_new_tokens <= room, f"{key}.max_new_tokens", d.max_new_tokens,
+                     f"must be <= {room}, what model.max_len={m.max_len} leaves after the "
+                     + ("prompt" if m.arch == "decoder-only" else "decoder's <s>"))
 
     def with_strategy(self, name: str) -> Config:
         """This config with ``sweep.<name>`` as its ``decoding``."""
@@ -446,6 +461,24 @@ class Config:
             raise ConfigError(f"--strategy {name}: no sweep.{name} in the config "
                               f"(sweep has: {', '.join(self.sweep) or 'nothing'})")
         return dataclasses.replace(self, decoding=dataclasses.replace(self.sweep[name], name=name))
+
+
+def pair_token_limit(arch: str, max_len: int) -> int:
+    """The most tokens a side of a training pair may have (``tokenizer.max_tokens``) for a model of
+    ``max_len`` positions. Encoder-decoder: the decoder reads ``<s> y1 .. yn`` (a longer source is
+    cut, as in generation, but a target must fit whole). Decoder-only: the model reads
+    ``source </s> <s> target`` and the source is cut to half the positions, so each side gets half,
+    less its end token."""
+    return max_len // 2 - 1 if arch == "decoder-only" else max_len - 1
+
+
+def new_token_limit(arch: str, max_len: int, task: str, prompt_tokens: int) -> int:
+    """The most new tokens a model of ``max_len`` positions can generate after its longest prompt:
+    a text continuation reads ``prompt_tokens`` positions, a decoder-only translation up to half of
+    them, an encoder-decoder one ``<s>``."""
+    if arch != "decoder-only":
+        return max_len - 1
+    return max_len - prompt_tokens if task == "language_modeling" else max_len - max_len // 2
 
 
 def _plain(obj):
@@ -562,9 +595,14 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.is_file():
         raise ConfigError(f"{path} not found: run `make params` (or `dvc exp run`) to compose it from conf/")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config groups")
     return raw

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lmlab.config import pair_token_limit
 from lmlab.data.tokenizer import BOS, EOS, PAD, TokenArray
 
 
@@ -36,6 +37,28 @@ class PairDataset(Dataset):
         if self.decoder_only:
             return self.src.lengths + self.tgt.lengths + 2
         return np.maximum(self.src.lengths, self.tgt.lengths) + 1
+
+    def positions(self, max_len: int) -> np.ndarray:
+        """The positions each pair needs in a model of ``max_len`` positions (the source cut as
+        ``__getitem__`` cuts it): the target and its ``<s>``, or the whole decoder-only sequence."""
+        if self.decoder_only:
+            src = self.src.lengths if self.max_source_len is None else \
+                np.minimum(self.src.lengths, self.max_source_len - 1)
+            return src + self.tgt.lengths + 2
+        return self.tgt.lengths + 1
+
+    def check_fits(self, max_len: int, where: str) -> None:
+        """Refuse pairs a model of ``max_len`` positions cannot read whole: an encoder-decoder would
+        fail at the first such batch, a decoder-only model would lose the target's end."""
+        if not len(self):
+            raise ValueError(f"{where} has no pairs: rerun the prepare stage with data that has some")
+        need = self.positions(max_len)
+        over = int(np.count_nonzero(need > max_len))
+        if over:
+            arch = "decoder-only" if self.decoder_only else "encoder-decoder"
+            raise ValueError(f"{where}: {over} of {len(self)} pairs need more than model.max_len={max_len} "
+                             f"positions (up to {int(need.max())}): set tokenizer.max_tokens<="
+                             f"{pair_token_limit(arch, max_len)} and rerun prepare, or raise model.max_len")
 
     def __getitem__(self, i: int):
         src = self.src[i]

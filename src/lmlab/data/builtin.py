@@ -8,8 +8,8 @@ config: the registry is what keeps the two from importing each other).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -369,7 +369,7 @@ class NP:
     det: str = "the"          # a DETERMINERS/POSSESSIVES key, or "" (bare numeral)
     number: str | None = None  # a NUMBERS key (plural only)
     adjectives: tuple[Adjective, ...] = ()
-    rel: "Rel | None" = None
+    rel: Rel | None = None
 
 
 @dataclass(frozen=True)

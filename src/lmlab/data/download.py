@@ -7,16 +7,16 @@ line. ``lmlab.data.sources`` says where the examples come from and how each is m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 
 from lmlab.config import Config
-from lmlab.files import atomic_path
 from lmlab.data.rawfiles import SIDES, SPLITS, TEXT_SIDE, raw_path
 from lmlab.data.sources import SourceError, load_splits
+from lmlab.files import atomic_path
 
 
 def download(cfg: Config, raw_dir: str | Path) -> dict:

@@ -20,17 +20,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from itertools import chain, islice
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from lmlab.config import Config, TokenizerConfig
-from lmlab.files import atomic_path, atomic_write_json, atomic_write_text
 from lmlab.data.rawfiles import SIDES, SPLITS, TEXT_SIDE, iter_lines, raw_path
-from lmlab.data.tokenizer import IdsWriter, TokenizerSet, ids_dtype, train_tokenizer
+from lmlab.data.tokenizer import UNK, IdsWriter, TokenizerSet, ids_dtype, tokenizer_hash, train_tokenizer
+from lmlab.files import atomic_path, atomic_write_json, atomic_write_text
 
 RAW_SIDES = (*SIDES, TEXT_SIDE)
 
@@ -120,7 +120,7 @@ class ChunkEncoder:
         while pending:
             yield pending.popleft().get()
 
-    def __enter__(self) -> "ChunkEncoder":
+    def __enter__(self) -> ChunkEncoder:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -184,6 +184,7 @@ def encode_sides(encoder: ChunkEncoder, tc: TokenizerConfig, raw_dir: str | Path
     dropped = dict.fromkeys(filter_keys(tc), 0) if pairs else {}
     files = [raw_path(raw_dir, split, side) for side in sides]
     tasks = (list(zip(sides, chunk)) for chunk in _line_chunks(files, tc.chunk_size))
+    unknown = dict.fromkeys(sides, 0)
     for encoded in encoder.map(tasks):
         if filtered:
             keep, counts = pair_filter(tc, encoded[0][1], encoded[1][1])
@@ -192,9 +193,48 @@ def encode_sides(encoder: ChunkEncoder, tc: TokenizerConfig, raw_dir: str | Path
                 encoded = [(ids[np.repeat(keep, lengths)], lengths[keep]) for ids, lengths in encoded]
         for side, (ids, lengths) in zip(sides, encoded):
             writers[side].append(ids, lengths)
+            unknown[side] += int(np.count_nonzero(ids == UNK))
+    if filtered:
+        check_kept(split, len(writers["source"]), dropped)
     counts = {side: writers[side].finish() for side in sides}
     stats = {"pairs": counts["source"], **dropped} if pairs else {"lines": counts[TEXT_SIDE]}
-    return stats | {f"{side}_tokens": writers[side].n_ids for side in sides}
+    for side in sides:
+        n = writers[side].n_ids
+        stats |= {f"{side}_tokens": n, f"{side}_unk_rate": round(unknown[side] / max(n, 1), 6)}
+    return stats
+
+
+MIN_KEPT = 0.01  # a filtered split that keeps less than this share of its pairs is refused
+
+
+def check_kept(split: str, kept: int, dropped: dict) -> None:
+    """Refuse a split the filters emptied, or nearly (under ``MIN_KEPT`` of its pairs left): the
+    error names each filter key that dropped pairs and how many."""
+    total = kept + sum(dropped.values())
+    if total and kept >= max(1, MIN_KEPT * total):
+        return
+    keys = {"dropped_too_long": "tokenizer.max_tokens", "dropped_too_short": "tokenizer.min_tokens",
+            "dropped_ratio": "tokenizer.max_ratio"}
+    culprits = ", ".join(f"{keys[k]} dropped {n}" for k, n in dropped.items() if n)
+    raise ValueError(f"prepare: the filters leave {kept} of the {total} {split} pairs ({culprits or 'no pairs read'}): "
+                     "relax those keys")
+
+
+UNK_WARN_RATE = 0.01  # above this share of <unk> tokens in a split's side, prepare warns
+
+
+def unknown_token_warnings(stats: dict) -> list[str]:
+    """One line for each split side whose ``<unk>`` rate is above ``UNK_WARN_RATE`` (characters or
+    subwords the vocabulary lacks: they decode to nothing, so scores would quietly suffer)."""
+    lines = []
+    for split in SPLITS:
+        for key, rate in stats.get(split, {}).items():
+            if key.endswith("_unk_rate") and rate > UNK_WARN_RATE:
+                side = key.removesuffix("_unk_rate")
+                lines.append(f"warning: {rate:.1%} of the {split}.{side} tokens are <unk> (above "
+                             f"{UNK_WARN_RATE:.0%}): raise tokenizer.vocab_size, lower tokenizer.min_frequency "
+                             "or use tokenizer=byte_bpe, which has no <unk>")
+    return lines
 
 
 def encode_corpus(tokset: TokenizerSet, tc: TokenizerConfig, raw_dir: str | Path,
@@ -212,6 +252,7 @@ def encode_corpus(tokset: TokenizerSet, tc: TokenizerConfig, raw_dir: str | Path
             for group in (SIDES, (TEXT_SIDE,)):
                 if group[0] in sides:
                     stats[split] |= encode_sides(encoder, tc, raw_dir, split, group, out_dir, outputs)
+    stats["tokenizer_sha256"] = tokenizer_hash(tokset.to_json())
     atomic_write_text(out_dir / "tokenizer.json", tokset.to_json())
     atomic_write_json(out_dir / "stats.json", stats)
     return stats

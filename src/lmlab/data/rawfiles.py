@@ -7,8 +7,8 @@ of line i of the other); language modelling: ``{split}.text``, one line of text 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 SPLITS = ("train", "validation", "test")
 SIDES = ("source", "target")

@@ -47,9 +47,12 @@ import os
 import socket
 import threading
 import urllib.parse
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from lmlab.config import DataConfig
 from lmlab.data.builtin import BUILTIN_CORPORA
@@ -201,8 +204,13 @@ def _snapshot(d: DataConfig, patterns: list[str] | None, offline: str | None) ->
     """The repository folder in the Hugging Face cache with (at least) the files matching
     ``patterns``, downloaded first unless ``offline`` says why not."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     cache = hub_cache_dir()
     try:
@@ -295,11 +303,21 @@ def _matching_files(root: Path, patterns: list[str], d: DataConfig, split: str) 
 # --- local files --------------------------------------------------------------------------------
 
 
+@contextmanager
 def _open(path: Path, newline: str | None = None):
-    """``path`` (gzipped if it ends in .gz) as UTF-8 text; a byte-order mark is dropped."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
-    return open(path, encoding="utf-8-sig", newline=newline)
+    """``path`` (gzipped if it ends in .gz) as UTF-8 text; a byte-order mark is dropped. A file
+    that is not UTF-8, or not gzip behind its .gz, fails while it is read with a line naming it."""
+    gz = path.suffix == ".gz"
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8-sig", newline=newline) if gz else
+              open(path, encoding="utf-8-sig", newline=newline)) as f:
+            yield f
+    except UnicodeDecodeError as err:
+        raise SourceError(f"{path} is not UTF-8 text (byte {err.start}{' after decompression' if gz else ''}: "
+                          f"{err.reason}): convert it, e.g. with iconv -t UTF-8") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise SourceError(f"{path} is not a readable gzip file ({err or 'it ends too early'}): "
+                          "recompress it, or drop the .gz from its name if it is plain text") from None
 
 
 def _local_file(d: DataConfig, i: int, suffix: str, key: str | None = None) -> Path:
@@ -375,7 +393,12 @@ def _jsonl_records(path: Path) -> Iterator[Mapping]:
 
 
 def _parquet_records(path: Path) -> Iterator[Mapping]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        yield from batch.to_pylist()
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SourceError(f"{path} is not a readable Parquet file ({first})") from None

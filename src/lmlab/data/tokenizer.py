@@ -21,11 +21,12 @@ as the sequences come, so neither side needs the corpus in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -164,13 +165,19 @@ class TokenizerSet:
         return json.dumps({SET_FORMAT: 1, "sides": sides}, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "TokenizerSet":
+    def from_json(cls, text: str) -> TokenizerSet:
         obj = json.loads(text)
         if SET_FORMAT not in obj:  # a plain tokenizers JSON: joint, as every file before this class
             return cls(Tokenizer.from_str(text))
         if obj[SET_FORMAT] != 1:
             raise ValueError(f"tokenizer JSON has {SET_FORMAT}={obj[SET_FORMAT]!r}; this lmlab reads version 1")
         return cls({side: Tokenizer.from_str(json.dumps(t)) for side, t in obj["sides"].items()})
+
+
+def tokenizer_hash(tokenizer_json: str) -> str:
+    """A short hash of a tokenizer's JSON: a model file and the prepared data it decodes must agree
+    on it (``prepare`` records it in stats.json, and generation compares the model's)."""
+    return hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()[:16]
 
 
 def load_tokenizer(path_or_json: str | Path) -> TokenizerSet:
@@ -268,7 +275,7 @@ class IdsWriter:
         self.offsets.finish()
         return len(self)
 
-    def __enter__(self) -> "IdsWriter":
+    def __enter__(self) -> IdsWriter:
         return self
 
     def __exit__(self, *_) -> None:

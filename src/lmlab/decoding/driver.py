@@ -19,7 +19,7 @@ from lmlab.data.rawfiles import raw_path, read_lines
 from lmlab.data.tokenizer import BOS, EOS, PAD, TokenArray, decode, encode_lines
 from lmlab.decoding import build_policy, generate
 from lmlab.files import atomic_path
-from lmlab.model.checkpoint import load_model
+from lmlab.model.checkpoint import check_data_tokenizer, load_model
 
 
 def translate(model, tokenizer, sources: list[list[int]], cfg: Config, progress: bool = True) -> list[dict]:
@@ -93,11 +93,23 @@ def translate_texts(model, tokenizer, texts: list[str], cfg: Config) -> list[dic
     return translate(model, tokenizer, sources, cfg, progress=False)
 
 
+def continue_texts(model, tokenizer, texts: list[str], cfg: Config) -> list[dict]:
+    """Continue raw text prompts with a language model; results in input order. A prompt must
+    encode to at least one token (there is nothing to continue otherwise)."""
+    prompts = list(encode_lines(tokenizer, texts, side="text"))
+    empty = next((i for i, p in enumerate(prompts) if not p), None)
+    if empty is not None:
+        raise ValueError(f"prompt {empty + 1} is empty: a language model continues text, so give it "
+                         "the start of one")
+    return continue_text(model, tokenizer, prompts, cfg, progress=False)
+
+
 def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path, raw_dir: str | Path,
                    out_path: str | Path, split: str = "test") -> dict:
     """Decode ``split`` and write one JSONL record per example, in input order."""
     torch.manual_seed(cfg.seed)
-    model, tokenizer, _ = load_model(model_path)
+    model, tokenizer, payload = load_model(model_path)
+    check_data_tokenizer(payload, model_path, prepared_dir)
     if cfg.data.task == "language_modeling":
         return _write_generations(out_path, *continue_split(cfg, model, tokenizer, prepared_dir, split))
     sources = TokenArray(Path(prepared_dir) / f"{split}.source")

@@ -30,9 +30,10 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
                                               n_samples=e.bootstrap_samples))
     else:
         from lmlab.evaluate.perplexity import perplexity
-        from lmlab.model.checkpoint import load_model
+        from lmlab.model.checkpoint import check_data_tokenizer, load_model
 
-        model, _, _ = load_model(model_path)
+        model, _, payload = load_model(model_path)
+        check_data_tokenizer(payload, model_path, prepared_dir)
         block = cfg.trainer.block_size if task == "language_modeling" else None
         metrics.update(perplexity(model, prepared_dir, "test", e.batch_size, block))
     atomic_write_json(metrics_path, metrics)

@@ -9,7 +9,6 @@ evaluate and translate load a model without the training framework.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import zipfile
@@ -17,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from lmlab.data.tokenizer import load_tokenizer
+from lmlab.data.tokenizer import load_tokenizer, tokenizer_hash
 from lmlab.files import atomic_path
 from lmlab.model.transformer import ModelConfig, Transformer
 
 MODEL_FORMAT = "lmlab-model-v1"
 CKPT_TOKENIZER = "lmlab_tokenizer"  # the tokenizer's JSON inside a Lightning checkpoint
+CKPT_TASK = "lmlab_task"  # and the data.task the run trained for
 
 
 def save_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, config: dict, path: str | Path,
@@ -34,6 +34,7 @@ def save_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, config: d
         "model_config": model_cfg,
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "tokenizer": tokenizer_json,
+        "tokenizer_sha256": tokenizer_hash(tokenizer_json),
         "config": config,
         **(extra or {}),
     }
@@ -72,11 +73,6 @@ def safe_load(path: str | Path, map_location: str = "cpu", mmap: bool = False):
         raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {first}") from None
 
 
-def tokenizer_hash(tokenizer_json: str) -> str:
-    """A short hash of a tokenizer's JSON: a model file and the prepared data it decodes must agree."""
-    return hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]
-
-
 def load_model(path: str | Path, device: str = "cpu"):
     """(model in eval mode, tokenizer, payload) from a model file written by ``save_model`` or a
     Lightning checkpoint of lmlab's training; no training config is needed. A file that is not
@@ -88,7 +84,8 @@ def load_model(path: str | Path, device: str = "cpu"):
     if isinstance(payload, dict) and CKPT_TOKENIZER in payload and "hyper_parameters" in payload:
         payload = {"format": MODEL_FORMAT, "model_config": payload["hyper_parameters"]["model_cfg"],
                    "state_dict": module_weights(payload["state_dict"]),
-                   "tokenizer": payload[CKPT_TOKENIZER], "checkpoint_step": payload.get("global_step")}
+                   "tokenizer": payload[CKPT_TOKENIZER], "checkpoint_step": payload.get("global_step"),
+                   CKPT_TASK: payload.get(CKPT_TASK)}
     elif isinstance(payload, dict) and "hyper_parameters" in payload:
         raise ValueError(f"{path} is a training checkpoint without its tokenizer (written before "
                          "checkpoints carried it): use the exported model.pt")
@@ -106,6 +103,23 @@ def load_model(path: str | Path, device: str = "cpu"):
                          "retrain with a lower trainer.lr or from an earlier checkpoint")
     model.eval()
     return model, load_tokenizer(payload["tokenizer"]), payload
+
+
+def model_task(payload: dict) -> str | None:
+    """What the model of a loaded file was trained for (``data.task``): ``translation``,
+    ``summarization`` or ``language_modeling``; None when the file does not say."""
+    return (payload.get("config") or {}).get("data", {}).get("task") or payload.get(CKPT_TASK)
+
+
+def check_data_tokenizer(payload: dict, model_path: str | Path, prepared_dir: str | Path) -> None:
+    """Refuse to decode or score ``prepared_dir`` with a model trained on data of another tokenizer:
+    its token ids would mean other words (garbage, or an index error with a larger vocabulary)."""
+    tok_path = Path(prepared_dir) / "tokenizer.json"
+    if not tok_path.is_file():
+        raise FileNotFoundError(f"{tok_path} not found: run the prepare stage (`dvc repro prepare`)")
+    if tokenizer_hash(tok_path.read_text(encoding="utf-8")) != tokenizer_hash(payload["tokenizer"]):
+        raise ValueError(f"{model_path} was trained with another tokenizer than {tok_path}: give the "
+                         "--prepared-dir its training read, or retrain the model on this one")
 
 
 def read_summary(path: str | Path) -> dict:

@@ -38,6 +38,9 @@ class TokenDataModule(pl.LightningDataModule):
         # builds its whole token stream
         if self.train_set is None:
             self.train_set, self.val_set = self.dataset("train"), self.dataset("validation")
+            if not self.block:  # before any step: a pair that cannot fit fails the run at once
+                for split, data in (("train", self.train_set), ("validation", self.val_set)):
+                    data.check_fits(self.max_len, f"{self.prepared_dir}/{split}")
 
     def loader(self, data, shuffle: bool, rank: int = 0, world_size: int = 1, start_batch: int = 0):
         """The batches of ``data`` that rank ``rank`` of ``world_size`` reads, from batch
