@@ -55,7 +55,7 @@ def tiny_overrides():
     """The real config, shrunk to seconds: small corpus, vocabulary, model and step budget."""
     return [
         "data.n_train=400", "data.n_valid=40", "data.n_test=24",
-        "tokenizer.vocab_size=300",
+        "tokenizer.vocab_size=300", "tokenizer.max_tokens=95",  # what model.max_len=96 allows (and 192, decoder-only)
         "model.n_embd=32", "model.n_head=2", "model.n_encoder_layer=1", "model.n_decoder_layer=1",
         "model.d_ff=64", "model.max_len=96",
         "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.batch_size=32",
