@@ -327,7 +327,6 @@ def test_translate_continues_text_with_a_language_model(fx, capsys):
     """translate.py with a language model continues the prompt (the model's data.task says so),
     exactly as ``continue_texts`` does, instead of reading it as a source to translate."""
     import translate
-
     from lmlab.decoding.driver import continue_texts
     from lmlab.model.checkpoint import load_model
 
