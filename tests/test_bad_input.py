@@ -141,7 +141,7 @@ CASES = [
     # the Hydra door: overrides
     Case("override-not-divisible", "download", RAW + ["model.n_head=3"], "model.n_embd=128 is not divisible by model.n_head=3"),
     Case("override-unknown-key", "download", RAW + ["trainer.lrr=1"],
-         "bad override in 'trainer.lrr=1': Could not override 'trainer.lrr'"),
+         "bad override in 'trainer.lrr=1': Could not override 'trainer.lrr'. (no such key; did you mean trainer.lr?)"),
     Case("override-wrong-type", "download", RAW + ["trainer.max_steps=abc"], "trainer.max_steps='abc' must be of type int"),
     Case("override-unknown-preset", "download", RAW + ["model=huge"], "model=huge"),
     Case("override-flag", "download", RAW + ["--frobnicate"], "unrecognised argument '--frobnicate'"),

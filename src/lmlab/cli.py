@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from lmlab.config import CONF_DIR, Config, ConfigError, build_config, compose, load_params
+from lmlab.config import CONF_DIR, Config, ConfigError, build_config, compose, load_params, override_error
 
 
 def run_stamp(environ) -> str:
@@ -135,8 +135,7 @@ def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
     try:
         hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(job)()
     except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {first}") from None
+        raise override_error(err, overrides) from None
     finally:
         sys.argv = saved[0]
         if saved[1] is None:

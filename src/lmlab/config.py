@@ -585,8 +585,26 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {first}") from None
+        raise override_error(err, overrides) from None
+
+
+def override_error(err: Exception, overrides) -> ConfigError:
+    """A Hydra or OmegaConf error about ``overrides`` as one line; a key that is not in the config
+    gets the closest key that is, as ``build_config`` gives for a params file."""
+    first = str(err).strip().splitlines()[0]
+    key = first.removeprefix("Could not override '").split("'")[0] if first.startswith("Could not override '") else None
+    hint = ""
+    if key:
+        node, *parts = key.split(".")
+        cls = Config
+        for part in [node, *parts][:-1]:
+            hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+            cls = hints.get(part)
+        if dataclasses.is_dataclass(cls):
+            close = difflib.get_close_matches(key.split(".")[-1], [f.name for f in dataclasses.fields(cls)], n=1)
+            prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            hint = f" (no such key{f'; did you mean {prefix}{close[0]}?' if close else ''})"
+    return ConfigError(f"bad override in {' '.join(overrides)!r}: {first}{hint}")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
