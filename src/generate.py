@@ -8,13 +8,16 @@
 
 from lmlab.cli import stage_main
 from lmlab.decoding.driver import generate_split
-from lmlab.files import atomic_write_json
+from lmlab.files import atomic_outputs, write_json
 
 
 def run(cfg, model, prepared_dir, raw_dir, out, speed, strategy=None):
-    stats = generate_split(cfg, model, prepared_dir, raw_dir, out)
-    # the decoding speed, a DVC metric: `dvc exp show` and the sweep report (make compare) read it
-    atomic_write_json(speed, {"strategy": cfg.decoding.name, **stats})
+    # the two files are published together, the generations last (lmlab.files.atomic_outputs)
+    with atomic_outputs() as staged:
+        speed_tmp = staged.file(speed)
+        stats = generate_split(cfg, model, prepared_dir, raw_dir, staged.file(out))
+        # the decoding speed, a DVC metric: `dvc exp show` and the sweep report (make compare) read it
+        write_json(speed_tmp, {"strategy": cfg.decoding.name, **stats})
     print(f"wrote {out}: {stats['sentences']} sentences, {stats['sentences_per_second']} sent/s, "
           f"{stats['tokens_per_second']} tok/s ({cfg.decoding.name})")
 

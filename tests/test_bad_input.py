@@ -99,6 +99,7 @@ def fx(prepared, tmp_path_factory):
     p["params"].write_text(yaml.safe_dump(params, sort_keys=False))
     for name, text in {"bad_yaml": "seed: 1\ntrainer: [1, 2\n", "list_yaml": "- 1\n- 2\n",
                        "unknown_yaml": yaml.safe_dump({**params, "trainer": {**params["trainer"], "bogus": 1}}),
+                       "gpu_yaml": yaml.safe_dump(compose(["trainer=gpu"]), sort_keys=False),
                        "long_yaml": yaml.safe_dump({
                            **params, "model": {**params["model"], "max_len": 8},
                            "tokenizer": {**params["tokenizer"], "max_tokens": None},
@@ -227,6 +228,10 @@ CASES = [
          "{evil} holds Python objects (posix.system)"),
     Case("targets-longer-than-max-len", "train", ["--params", "{long_yaml}", "--prepared-dir", "{prepared}", *TRAIN],
          "{prepared}/train: 400 of 400 pairs need more than model.max_len=8 positions"),
+    Case("gpu-trainer-hydra-door", "train", ["--prepared-dir", "{prepared}", *TRAIN, "trainer=gpu"],
+         "trainer.accelerator=gpu but this machine has no CUDA GPU: use trainer=cpu"),
+    Case("gpu-trainer-params-door", "train", ["--params", "{gpu_yaml}", "--prepared-dir", "{prepared}", *TRAIN],
+         "trainer.accelerator=gpu but this machine has no CUDA GPU: use trainer=cpu"),
     # prompts
     Case("stdin-not-utf8", "translate", ["--model", "{model}"], "stdin is not UTF-8 text (byte 3", stdin=b"caf\xe9\n"),
     Case("lm-empty-prompt", "translate", ["--model", "{lm_model}"], "prompt 2 is empty: a language model continues text",
@@ -251,6 +256,8 @@ def test_there_are_at_least_30_cases_across_every_door():
 def test_bad_input_gives_one_line_status_2_and_writes_nothing(case, fx, tmp_path, monkeypatch, capfd):
     import importlib
 
+    if case.id.startswith("gpu-") and torch.cuda.is_available():
+        pytest.skip("the machine has the GPU this case lacks")
     paths = {k: str(v) for k, v in fx.items()}
     for rel, data in case.files.items():
         if data is None:

@@ -244,8 +244,8 @@ def test_hub_preset_reads_its_repository_layout(name, hf_home, tmp_path):
 def test_caps_keep_the_first_examples_in_the_sources_order(hf_home, tmp_path):
     cfg = build_config(compose(["data=wmt14_en_de", "data.n_train=3", "data.n_test=1"]))
     cache_repo(hf_home, cfg.data.repo, cfg.data.revision, hub_fixture("wmt14_en_de")[0])
-    assert download(cfg, tmp_path) == {"train": 3, "validation": 1, "test": 1}
-    assert (tmp_path / "train.source").read_text() == "Good morning .\nThanks !\nYes no\n"
+    assert download(cfg, tmp_path / "raw") == {"train": 3, "validation": 1, "test": 1}
+    assert (tmp_path / "raw" / "train.source").read_text() == "Good morning .\nThanks !\nYes no\n"
 
 
 def test_a_cached_dataset_loads_with_HF_DATASETS_OFFLINE_alone(hf_home, monkeypatch):

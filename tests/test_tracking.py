@@ -172,7 +172,7 @@ def test_no_run_on_other_ranks_or_without_a_training_run(logged, monkeypatch, tm
 
 
 def test_global_rank_reads_the_launchers_variables():
-    from lmlab.tracking import global_rank
+    from lmlab.cli import global_rank
 
     assert global_rank({}) == 0
     assert global_rank({"RANK": "3", "LOCAL_RANK": "1"}) == 3  # torchrun: the global rank first

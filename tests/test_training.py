@@ -8,7 +8,7 @@ from conftest import child_env
 
 from lmlab.config import build_config, compose
 from lmlab.evaluate.wandb_run import log_evaluation
-from lmlab.model.checkpoint import average_state_dicts, load_model
+from lmlab.model.checkpoint import average_state_dicts, load_model, model_task
 from lmlab.train.callbacks import AtomicCheckpointIO, snapshot_files
 from lmlab.train.fit import train
 from lmlab.train.module import lr_lambda
@@ -119,8 +119,9 @@ def test_train_writes_model_checkpoints_curves_and_offline_wandb_run(prepared, t
     assert payload["config"]["model"]["n_embd"] == 32 and tok.get_vocab_size() <= 300
     assert min(float(r.split("\t")[1]) for r in val[1:]) == pytest.approx(summary["best_val_loss"])
     # a training checkpoint decodes on its own too: best.ckpt holds the exported weights
-    from_ckpt, ckpt_tok, _ = load_model(tmp_path / "model/checkpoints/best.ckpt")
+    from_ckpt, ckpt_tok, ckpt_payload = load_model(tmp_path / "model/checkpoints/best.ckpt")
     assert ckpt_tok.to_json() == tok.to_json()
+    assert model_task(ckpt_payload) == model_task(payload) == "translation"  # translate.py reads it
     for key, value in model.state_dict().items():
         assert torch.equal(from_ckpt.state_dict()[key], value), key
 

@@ -35,13 +35,15 @@ def run_stamp(environ) -> str:
 
 
 def stage_main(description: str, paths: dict[str, str], run: Callable[..., object],
-               argv: list[str] | None = None, strategy: bool = False, hydra_app: bool = False) -> int:
+               argv: list[str] | None = None, strategy: bool = False, hydra_app: bool = False,
+               check: Callable[[Config], None] | None = None) -> int:
     """Parse ``argv``, build the validated config and call ``run(cfg, **paths)``. With
     ``strategy``, ``--strategy NAME`` makes ``sweep.NAME`` the config's ``decoding``, and ``run``
     also gets ``strategy=NAME`` (None without the option). With ``hydra_app``, the Hydra door runs
     ``run`` as a Hydra application, once per job of a run or sweep, and ``run`` also gets ``job``:
     Hydra's config of the job (``job.runtime.output_dir``, ``job.mode``), or None when the config
-    came from ``--params``."""
+    came from ``--params``. ``check(cfg)`` runs before Hydra makes a run's output directory (a
+    stage's own checks, such as the trainer's against the hardware)."""
     parser = argparse.ArgumentParser(
         description=description,
         epilog="Other arguments are Hydra overrides of conf/, e.g. model=small decoding=beam"
@@ -70,7 +72,7 @@ def stage_main(description: str, paths: dict[str, str], run: Callable[..., objec
                 cfg = build_config(OmegaConf.to_container(job_cfg, resolve=True))  # no `hydra` node
                 run(cfg, **path_args, job=HydraConfig.get())
 
-            _run_hydra_app(overrides, task)
+            _run_hydra_app(overrides, task, check)
             return 0
         unknown = [o for o in overrides if o.startswith("-") or "=" not in o]
         if unknown:
@@ -95,11 +97,12 @@ def report_error(err: BaseException) -> int:
     if os.environ.get("LMLAB_DEBUG"):
         raise err
     lines = str(err).strip().splitlines() or [type(err).__name__]
-    print(f"error: {' '.join(line.strip() for line in lines)}", file=sys.stderr)
+    if global_rank() == 0:  # every rank of a distributed run meets the same error: one line of it
+        print(f"error: {' '.join(line.strip() for line in lines)}", file=sys.stderr)
     return 2
 
 
-def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
+def _run_hydra_app(hydra_args: list[str], task: Callable, check: Callable[[Config], None] | None = None) -> None:
     """Run ``task`` as the Hydra application on conf/config.yaml, with ``hydra_args`` as its command
     line. A single run of overrides only is validated before Hydra makes its output directory, so
     a bad config writes nothing; with Hydra's own flags (``-m``, ``--cfg``, ...) each job is
@@ -113,7 +116,9 @@ def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
 
     overrides = [a for a in hydra_args if not a.startswith("-")]
     if len(overrides) == len(hydra_args):  # no flag: one run of these overrides
-        build_config(compose(overrides))
+        cfg = build_config(compose(overrides))
+        if check is not None:
+            check(cfg)
     failed = []
 
     @functools.wraps(task)
@@ -145,6 +150,15 @@ def _run_hydra_app(hydra_args: list[str], task: Callable) -> None:
         HydraConfig.instance().cfg = saved[2]  # a later run in this process is no Hydra job
     if failed:
         raise failed[0]
+
+
+def global_rank(environ=os.environ) -> int:
+    """This process's rank in a distributed run, from the variables its launcher sets (torchrun,
+    Lightning, SLURM, LSF), as Lightning's ``rank_zero_only`` reads them; 0 when alone."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if environ.get(key) is not None:
+            return int(environ[key])
+    return 0
 
 
 def _register_resolvers() -> None:

@@ -87,12 +87,3 @@ def wandb_dir(save_dir: str | Path) -> str:
 def sync_hint(files_dir: str | Path) -> str:
     """The line that tells how to upload an offline run, from its ``run.dir`` (``.../files``)."""
     return f"W&B run saved offline; upload with: wandb sync {Path(files_dir).parent}"
-
-
-def global_rank(environ=os.environ) -> int:
-    """This process's rank in a distributed run, from the variables its launcher sets (torchrun,
-    Lightning, SLURM, LSF), as Lightning's ``rank_zero_only`` reads them; 0 when alone."""
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if environ.get(key) is not None:
-            return int(environ[key])
-    return 0

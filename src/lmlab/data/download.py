@@ -16,28 +16,25 @@ from tqdm import tqdm
 from lmlab.config import Config
 from lmlab.data.rawfiles import SIDES, SPLITS, TEXT_SIDE, raw_path
 from lmlab.data.sources import SourceError, load_splits
-from lmlab.files import atomic_path
+from lmlab.files import atomic_dir
 
 
 def download(cfg: Config, raw_dir: str | Path) -> dict:
     """Write the splits of ``cfg.data`` as one-example-per-line files in ``raw_dir``; returns the
-    number of examples per split. All files are replaced together once every split is written, so
-    a failure anywhere (a missing file, an offline Hub) leaves the old ones untouched."""
+    number of examples per split. The files are written to a temporary folder that replaces
+    ``raw_dir`` whole once every split is written (``lmlab.files.atomic_dir``), so a failure or a
+    kill anywhere (a missing file, an offline Hub) leaves the old folder untouched, and files of
+    the other layout from an earlier run (``.text`` against ``.source``/``.target``) are gone."""
     d = cfg.data
     splits = load_splits(d)
     sides = (TEXT_SIDE,) if d.task == "language_modeling" else SIDES
     counts = {}
-    with ExitStack() as replace_on_success:
+    with atomic_dir(raw_dir) as tmp:
         for split in SPLITS:
-            tmps = [replace_on_success.enter_context(atomic_path(raw_path(raw_dir, split, side)))
-                    for side in sides]
-            counts[split] = _write(splits[split], tmps, split)
+            counts[split] = _write(splits[split], [raw_path(tmp, split, side) for side in sides], split)
             if not counts[split]:
                 raise SourceError(f"data: the {split} split of data={d.name} has no examples "
                                   "(check data.splits and the data.*_field keys)")
-    for split in SPLITS:  # the other layout's files, from an earlier run, would mislead `prepare`
-        for side in SIDES if sides == (TEXT_SIDE,) else (TEXT_SIDE,):
-            raw_path(raw_dir, split, side).unlink(missing_ok=True)
     return counts
 
 

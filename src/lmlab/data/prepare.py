@@ -30,7 +30,7 @@ import numpy as np
 from lmlab.config import Config, TokenizerConfig
 from lmlab.data.rawfiles import SIDES, SPLITS, TEXT_SIDE, iter_lines, raw_path
 from lmlab.data.tokenizer import UNK, IdsWriter, TokenizerSet, ids_dtype, tokenizer_hash, train_tokenizer
-from lmlab.files import atomic_path, atomic_write_json, atomic_write_text
+from lmlab.files import atomic_dir, write_json
 
 RAW_SIDES = (*SIDES, TEXT_SIDE)
 
@@ -171,13 +171,13 @@ def pair_filter(tc: TokenizerConfig, src_len: np.ndarray, tgt_len: np.ndarray) -
 def encode_sides(encoder: ChunkEncoder, tc: TokenizerConfig, raw_dir: str | Path, split: str,
                  sides: tuple[str, ...], out_dir: Path, outputs: ExitStack) -> dict:
     """Encode the raw files of ``split``'s ``sides`` (the two of a pair, or text) to token arrays in
-    ``out_dir``; the files join ``outputs``, which renames them into place when it closes."""
+    ``out_dir`` (``encode_corpus``'s temporary folder, published whole); the writers join
+    ``outputs``, which closes them (and deletes their partial files after an error)."""
     writers = {}
     for side in sides:
         name = f"{split}.{side}"
-        ids_tmp = outputs.enter_context(atomic_path(out_dir / f"{name}.ids.npy"))
-        offsets_tmp = outputs.enter_context(atomic_path(out_dir / f"{name}.offsets.npy"))
-        writers[side] = outputs.enter_context(IdsWriter(ids_tmp, offsets_tmp, encoder.tokset.get_vocab_size()))
+        writers[side] = outputs.enter_context(IdsWriter(out_dir / f"{name}.ids.npy", out_dir / f"{name}.offsets.npy",
+                                                        encoder.tokset.get_vocab_size()))
     pairs = sides == SIDES
     # the test split stays whole, so that generations line up with the references
     filtered = pairs and split != "test"
@@ -240,21 +240,22 @@ def unknown_token_warnings(stats: dict) -> list[str]:
 def encode_corpus(tokset: TokenizerSet, tc: TokenizerConfig, raw_dir: str | Path,
                   out_dir: str | Path) -> dict:
     """Encode every split of ``raw_dir`` with ``tokset``; write the token arrays, tokenizer.json and
-    stats.json to ``out_dir``. No array is renamed into place unless every split encoded."""
-    out_dir = Path(out_dir)
+    stats.json to a temporary folder that replaces ``out_dir`` whole once all are written
+    (``lmlab.files.atomic_dir``): a failure or a kill leaves the old ``out_dir`` as it was."""
     stats: dict = {"vocab_size": tokset.get_vocab_size()}
     stats |= {f"{side}_vocab_size": n for side, n in tokset.vocab_sizes().items()}
     dtype = ids_dtype(tokset.get_vocab_size())
     layout = {split: raw_sides(raw_dir, split) for split in SPLITS}
-    with ExitStack() as outputs, ChunkEncoder(tokset, tc.workers, dtype) as encoder:
-        for split, sides in layout.items():
-            stats[split] = {}
-            for group in (SIDES, (TEXT_SIDE,)):
-                if group[0] in sides:
-                    stats[split] |= encode_sides(encoder, tc, raw_dir, split, group, out_dir, outputs)
-    stats["tokenizer_sha256"] = tokenizer_hash(tokset.to_json())
-    atomic_write_text(out_dir / "tokenizer.json", tokset.to_json())
-    atomic_write_json(out_dir / "stats.json", stats)
+    with atomic_dir(out_dir) as tmp:
+        with ExitStack() as outputs, ChunkEncoder(tokset, tc.workers, dtype) as encoder:
+            for split, sides in layout.items():
+                stats[split] = {}
+                for group in (SIDES, (TEXT_SIDE,)):
+                    if group[0] in sides:
+                        stats[split] |= encode_sides(encoder, tc, raw_dir, split, group, tmp, outputs)
+        stats["tokenizer_sha256"] = tokenizer_hash(tokset.to_json())
+        (tmp / "tokenizer.json").write_text(tokset.to_json(), encoding="utf-8")
+        write_json(tmp / "stats.json", stats)
     return stats
 
 

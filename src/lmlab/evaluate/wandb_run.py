@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lmlab.cli import global_rank
 from lmlab.config import Config
 from lmlab.evaluate.metrics import bleu_tokenizer_for, example_scores, read_generations
 from lmlab.model.checkpoint import read_summary
-from lmlab.tracking import global_rank, strategy_name, wandb_dir
+from lmlab.tracking import strategy_name, wandb_dir
 
 EXAMPLES_PER_REPORT_EXAMPLE = 4  # table rows per evaluate.report_examples (the report shows fewer)
 

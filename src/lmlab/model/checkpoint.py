@@ -62,7 +62,7 @@ def safe_load(path: str | Path, map_location: str = "cpu", mmap: bool = False):
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         # weights_only refuses any global it does not know before calling it; the message is long
-        found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)|global '([\w.]+)'", str(err))
+        found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: (?:GLOBAL )?([\w.]+)|global '([\w.]+)'", str(err))
         if found is None:  # not a pickle at all
             raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?)") from None
         what = next(g for g in found.groups() if g)

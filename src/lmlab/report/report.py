@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, read_generations
-from lmlab.files import atomic_path, atomic_write_text
+from lmlab.files import atomic_outputs, atomic_path
 
 # Figure file -> (caption, y label, [(curve file, legend label), ...]); the curve files are the ones
 # the train stage writes (see ``train.callbacks.CURVES``).
@@ -213,8 +213,10 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
                  sweep_names: tuple[str, ...] = (), task: str = "translation") -> None:
     """Write ``out_md`` and its figures (``loss.png``, ``lr.png`` in ``figures_dir``).
 
-    A missing or empty curve file drops its line (or its whole figure) with a note in the report;
-    a stale figure from an earlier run is deleted rather than left beside the new report.
+    A missing or empty curve file drops its line (or its whole figure) with a note in the report.
+    The figures are drawn into a temporary folder that replaces ``figures_dir`` whole, so no stale
+    figure of an earlier run stays beside the new report; it is published just before the report
+    (``lmlab.files.atomic_outputs``), and nothing is published if anything fails.
     """
     metrics_path, out_md, figures_dir = Path(metrics_path), Path(out_md), Path(figures_dir)
     curves_dir = Path(curves_dir)
@@ -223,6 +225,22 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
         raise ValueError(f"{metrics_path}: expected a JSON object of metrics")
     examples = pick_examples(read_generations(generations_path), n_examples)
 
+    with atomic_outputs() as staged:
+        figures_tmp, md_tmp = staged.dir(figures_dir), staged.file(out_md)
+        figures, notes = _draw_figures(curves_dir, figures_tmp, figures_dir, out_md)
+        sweep = {}  # the configured strategies only: a removed entry's old files may still be there
+        for name in sweep_names:
+            path = Path(sweep_dir) / name / "metrics.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: run the sweep-evaluate@{name} stage")
+            sweep[name] = json.loads(path.read_text(encoding="utf-8"))
+        md_tmp.write_text(render_report(metrics, examples, figures, config=config, notes=notes, sweep=sweep,
+                                        task=task), encoding="utf-8")
+
+
+def _draw_figures(curves_dir: Path, into: Path, figures_dir: Path, out_md: Path) -> tuple[list, list[str]]:
+    """Draw each figure of ``FIGURES`` that has points into the folder ``into``, which becomes
+    ``figures_dir``; returns the (caption, link relative to ``out_md``) of each and the notes."""
     figures, notes = [], []
     for fname, (caption, ylabel, sources) in FIGURES.items():
         curves = {}
@@ -236,19 +254,9 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
                 notes.append(f"{caption}: {tsv} has no points, so {label} is not plotted.")
                 continue
             curves[label] = points
-        png = figures_dir / fname
         if not curves:
-            png.unlink(missing_ok=True)
             continue
-        plot_curves(curves, png, title=caption, ylabel=ylabel)
-        rel = os.path.relpath(png.resolve(), out_md.resolve().parent)
+        plot_curves(curves, into / fname, title=caption, ylabel=ylabel)
+        rel = os.path.relpath((figures_dir / fname).resolve(), out_md.resolve().parent)
         figures.append((caption, Path(rel).as_posix()))
-
-    sweep = {}  # the configured strategies only: a removed entry's old files may still be there
-    for name in sweep_names:
-        path = Path(sweep_dir) / name / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run the sweep-evaluate@{name} stage")
-        sweep[name] = json.loads(path.read_text(encoding="utf-8"))
-    atomic_write_text(out_md, render_report(metrics, examples, figures, config=config, notes=notes,
-                                            sweep=sweep, task=task))
+    return figures, notes

@@ -18,21 +18,23 @@ CURVES = {"train_loss.tsv": "train/loss", "val_loss.tsv": "val/loss", "lr.tsv": 
 
 
 class CurveWriter(pl.Callback):
-    """Writes the training curves as TSV files for ``dvc plots`` (rank 0 only), and counts the
-    input tokens for the run's throughput."""
+    """Collects the training curves for ``dvc plots`` and counts the input tokens for the run's
+    throughput. Nothing is written during training: the export writes the curves (:meth:`write`)
+    into the curves folder it publishes with the model, so that folder is never half a run. The
+    rows travel in every checkpoint (``state_dict``), so a resumed run continues them from its
+    checkpoint's step, whichever checkpoint it resumes from. (Lightning runs the checkpoint
+    callbacks after the others, so a checkpoint's rows include its own step.)"""
 
-    def __init__(self, out_dir: Path, log_every: int):
-        self.out_dir, self.log_every = Path(out_dir), log_every
+    def __init__(self, log_every: int):
+        self.log_every = log_every
         self.rows: dict[str, list[tuple[int, float]]] = {name: [] for name in CURVES.values()}
         self.tokens = 0
 
-    def on_train_start(self, trainer, module):
-        if trainer.global_step > 0:  # resumed: keep the curves up to the checkpoint
-            for fname, name in CURVES.items():
-                path = self.out_dir / fname
-                if path.is_file():
-                    rows = (line.split("\t") for line in path.read_text().splitlines()[1:])
-                    self.rows[name] = [(int(s), float(v)) for s, v in rows if int(s) <= trainer.global_step]
+    def state_dict(self) -> dict:
+        return {"rows": {name: [list(row) for row in rows] for name, rows in self.rows.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = {name: [(int(s), float(v)) for s, v in state["rows"].get(name, [])] for name in CURVES.values()}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.tokens += input_tokens(batch)
@@ -46,21 +48,12 @@ class CurveWriter(pl.Callback):
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
         self.rows["val/loss"].append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
-        self.write(trainer)
 
-    def on_train_end(self, trainer, module):
-        self.write(trainer)
-
-    def on_save_checkpoint(self, trainer, module, checkpoint):
-        self.write(trainer)  # a resumed run finds the curves up to its checkpoint
-
-    def write(self, trainer):
-        if trainer.global_rank != 0:
-            return
+    def write(self, directory: Path) -> None:
+        """The curves as TSV files (a ``step`` column and the value) in ``directory``."""
         for fname, name in CURVES.items():
             lines = [f"step\t{name}"] + [f"{s}\t{v:.6g}" for s, v in self.rows[name]]
-            with atomic_path(self.out_dir / fname) as tmp:
-                Path(tmp).write_text("\n".join(lines) + "\n")
+            (Path(directory) / fname).write_text("\n".join(lines) + "\n")
 
 
 class FinalValidation(pl.Callback):
@@ -90,6 +83,7 @@ class Snapshots(pl.Callback):
         if step == self.saved_step or step == 0:
             return
         self.saved_step = step
+        trainer.lightning_module.check_finite()  # no snapshot of weights a non-finite loss updated
         state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.global_rank != 0:
             return

@@ -16,16 +16,26 @@ import torch
 
 from lmlab.config import Config
 from lmlab.data.tokenizer import PAD, load_tokenizer
-from lmlab.files import atomic_write_json
+from lmlab.files import atomic_outputs, write_json
 from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model
 from lmlab.model.loss import loss_sums
 from lmlab.model.transformer import ModelConfig, Transformer
 from lmlab.tracking import define_step_axis, display_name
 from lmlab.train.callbacks import AtomicCheckpointIO, CurveWriter, FinalValidation, Snapshots, snapshot_files
 from lmlab.train.data import TokenDataModule
+from lmlab.train.hardware import check_hardware, cuda_facts
 from lmlab.train.loggers import make_logger
-from lmlab.train.module import TransformerLitModule
-from lmlab.train.resume import WANDB_ID_ENV, clear_checkpoints, fingerprint, resume_plan, write_state
+from lmlab.train.module import TrainingDiverged, TransformerLitModule
+from lmlab.train.resume import (
+    RESUME_ENV,
+    WANDB_ID_ENV,
+    check_resume_file,
+    fingerprint,
+    last_good_checkpoint,
+    resume_plan,
+    supersede,
+    write_state,
+)
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,14 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     dirs = RunDirs(out_dir, Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints",
                    Path(curves_dir))
+    tc = cfg.trainer
+    check_hardware(tc, *cuda_facts(tc))  # before anything is read, moved or written
     tok_path = prepared_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise FileNotFoundError(f"{tok_path} not found: run the prepare stage (`dvc repro prepare`)")
     tokenizer_json = tok_path.read_text()
     vocab_size = load_tokenizer(tokenizer_json).get_vocab_size()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    tc = cfg.trainer
     mcfg = ModelConfig.of(cfg, vocab_size, PAD)
     block = tc.block_size if cfg.data.task == "language_modeling" else None
     data = TokenDataModule(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len,
@@ -65,30 +76,41 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
 
     data.setup()
     fp = fingerprint(cfg, tokenizer_json, len(data.train_set))
-    resume_from, run_id, why = resume_plan(cfg.ckpt_path, dirs.ckpt, fp)
     is_rank_zero = rank_zero_only.rank == 0
+    handed = os.environ.get(RESUME_ENV)
+    if is_rank_zero or handed is None:
+        resume_from, run_id, why = resume_plan(cfg.ckpt_path, dirs.ckpt, fp)
+    else:  # a DDP rank Lightning started: rank 0's plan (rank 0 may have moved the file)
+        resume_from, run_id, why = handed or None, None, ""
+    if resume_from is not None:  # checked before anything is moved or written
+        check_resume_file(resume_from, mcfg.to_dict(), tokenizer_json, tok_path)
     if is_rank_zero:
         print(f"train: {why}", flush=True)
-        if resume_from is None:
-            clear_checkpoints(dirs.ckpt)  # stale checkpoints of another run must not mix with this one's
+        resume_from = supersede(dirs.ckpt, resume_from)
     inherited_id = os.environ.get(WANDB_ID_ENV)
     if run_id is None and cfg.logger.kind == "wandb":
         run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
     if run_id is not None:
         os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
     module = TransformerLitModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
-    module.tokenizer_json = tokenizer_json
+    module.tokenizer_json, module.task = tokenizer_json, cfg.data.task
     try:
+        os.environ[RESUME_ENV] = resume_from or ""  # DDP ranks that Lightning starts later follow it
         if is_rank_zero:
             dirs.ckpt.mkdir(parents=True, exist_ok=True)
             write_state(dirs.ckpt, fp, run_id, finished=False)
-        trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks)
+        try:
+            trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks)
+        except TrainingDiverged as err:
+            raise TrainingDiverged(f"{err}{last_good_checkpoint(dirs.ckpt, resume_from)}") from None
         if trainer.is_global_zero:
             write_state(dirs.ckpt, fp, run_id, finished=True)
         return summary
     finally:
         if inherited_id is None:
             os.environ.pop(WANDB_ID_ENV, None)
+        if handed is None:
+            os.environ.pop(RESUME_ENV, None)
 
 
 def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs: RunDirs,
@@ -104,7 +126,7 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
     # last.ckpt every N steps, what `ckpt_path=last` resumes from after a crash
     last = ModelCheckpoint(dirpath=dirs.ckpt, save_top_k=0, save_last=True,
                            every_n_train_steps=tc.checkpoint_every_n_steps)
-    curves = CurveWriter(dirs.curves, tc.log_every_n_steps)
+    curves = CurveWriter(tc.log_every_n_steps)
     # Validation every N steps whatever the epoch length, and once more at the very end.
     val_every = min(tc.val_check_interval, tc.max_steps)
     callbacks = [best, last, curves, TQDMProgressBar(refresh_rate=tc.log_every_n_steps),
@@ -132,7 +154,7 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         warnings.filterwarnings("ignore", ".*batch_size.*could not be inferred.*")
         warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # it holds our state.json
         start = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         train_seconds = time.perf_counter() - start
     if trainer.global_step < tc.max_steps and trainer.interrupted:
         raise RuntimeError("training was interrupted")
@@ -164,14 +186,36 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         summary["wandb"] = {"id": exp.id, "project": cfg.logger.project, "entity": cfg.logger.entity,
                             "dir": str(exp.dir), "mode": cfg.logger.mode}
         exp.summary.update({k: v for k, v in summary.items() if k != "wandb"})
-    save_model(mcfg.to_dict(), weights, module.tokenizer_json, cfg.to_dict(), dirs.out / "model.pt",
-               {"summary": summary})
-    atomic_write_json(dirs.out / "run.json", summary)
+    # The run's outputs are published together (lmlab.files.atomic_outputs): the curves folder
+    # with its summary.json first, model.pt last.
+    with atomic_outputs() as staged:
+        curves_tmp = staged.dir(dirs.curves)
+        curves.write(curves_tmp)
+        # parameters, training time and throughput per experiment, a DVC metric for `dvc exp show`
+        write_json(curves_tmp / "summary.json", {k: v for k, v in summary.items() if k != "wandb"})
+        if _own_model_folder(dirs):
+            model_dir = staged.dir(dirs.out)
+            run_json, model_pt = model_dir / "run.json", model_dir / "model.pt"
+        else:
+            run_json, model_pt = staged.file(dirs.out / "run.json"), staged.file(dirs.out / "model.pt")
+        write_json(run_json, summary)
+        save_model(mcfg.to_dict(), weights, module.tokenizer_json, cfg.to_dict(), model_pt, {"summary": summary})
     if logger and cfg.logger.kind == "wandb":
         import wandb
 
         wandb.finish()
     return trainer, summary
+
+
+def _own_model_folder(dirs: RunDirs) -> bool:
+    """Whether the export replaces ``dirs.out`` whole: it is missing or holds nothing but model.pt
+    and run.json (the DVC stage's data/model), and the checkpoints and curves live elsewhere. A
+    folder that holds more (a Hydra run's, with its checkpoints and logs) gets the two files."""
+    out = dirs.out.resolve()
+    if any(out == d or out in d.parents for d in (dirs.ckpt.resolve(), dirs.curves.resolve())):
+        return False
+    return not out.exists() or all(p.name in ("model.pt", "run.json") or p.name.endswith(".tmp")
+                                   for p in out.iterdir())
 
 
 def _val_loss(mcfg: ModelConfig, weights: dict, data: TokenDataModule) -> float:

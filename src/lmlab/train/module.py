@@ -7,7 +7,7 @@ import math
 import pytorch_lightning as pl
 import torch
 
-from lmlab.model.checkpoint import CKPT_TOKENIZER
+from lmlab.model.checkpoint import CKPT_TASK, CKPT_TOKENIZER
 from lmlab.model.loss import loss_sums
 from lmlab.model.transformer import ModelConfig, Transformer
 
@@ -34,6 +34,11 @@ def lr_lambda(warmup_steps: int, max_steps: int, floor: float = 0.1, schedule: s
     return factor
 
 
+class TrainingDiverged(ValueError):
+    """A non-finite training loss: one line naming the step, the loss and the learning rate (a
+    ``ValueError``, so a stage script prints it as ``error: ...`` with exit status 2)."""
+
+
 class TransformerLitModule(pl.LightningModule):
     """Training of a ``Transformer`` on the batches of ``data.TokenDataModule`` (sentence pairs or
     blocks of a text stream); the model itself is a plain ``nn.Module`` under ``self.model``."""
@@ -45,7 +50,11 @@ class TransformerLitModule(pl.LightningModule):
         self.tcfg = trainer_cfg
         self._val_sums = torch.zeros(2)
         self._compiled = None
-        self.tokenizer_json: str | None = None  # saved in checkpoints, so they decode on their own
+        # saved in checkpoints, so they decode on their own (translate.py needs the task too)
+        self.tokenizer_json: str | None = None
+        self.task: str | None = None
+        # (step, loss on the device, lr) of each batch since the last check_finite
+        self._unchecked: list[tuple[int, torch.Tensor, float]] = []
 
     def configure_model(self):
         # Compiled lazily, on the device, and kept out of the registered submodules so the
@@ -62,7 +71,42 @@ class TransformerLitModule(pl.LightningModule):
         # logged per step only, so Lightning needs no batch size to weight an epoch mean: none
         # is passed, as int(n_tok) would wait for the GPU every step
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        # the step as the curves count it: the optimizer step this batch is part of
+        self._unchecked.append((self.trainer.global_step + 1, loss.detach(),
+                                self.trainer.optimizers[0].param_groups[0]["lr"]))
         return loss
+
+    # Divergence. Testing the loss every step would make the host wait for the GPU every step
+    # (as int(n_tok) would, above), so the losses queue up on the device and check_finite reads
+    # them in one copy: before every checkpoint (Lightning's through on_save_checkpoint, the
+    # snapshots through Snapshots), every log step (Lightning's logging waits there anyway),
+    # before validation and at the end. No checkpoint or exported model can then hold weights
+    # that a non-finite loss updated, and a run stops at most log_every_n_steps steps after it.
+    def check_finite(self) -> None:
+        """Raise ``TrainingDiverged`` for the first non-finite training loss since the last check
+        (the same on every rank: under DDP the ranks agree on the first one)."""
+        pending, self._unchecked = self._unchecked, []
+        first = (math.inf, 0.0, 0.0)  # (step, loss, lr)
+        if pending:
+            losses = torch.stack([loss for _, loss, _ in pending]).double().tolist()  # one wait for the device
+            first = next(((step, loss, lr) for (step, _, lr), loss in zip(pending, losses)
+                          if not math.isfinite(loss)), first)
+        if self.trainer.world_size > 1:  # every rank checks at the same points, so this gather is safe
+            rows = self.all_gather(torch.tensor(first, dtype=torch.float64, device=self.device))
+            first = min(tuple(row) for row in rows.tolist())
+        if math.isfinite(first[0]):
+            step, loss, lr = first
+            raise TrainingDiverged(f"training diverged at step {int(step)}: loss {loss} (lr {lr:.1e})")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.trainer.global_step % self.tcfg["log_every_n_steps"] == 0:
+            self.check_finite()
+
+    def on_validation_start(self):
+        self.check_finite()  # weights a non-finite loss updated are not worth validating
+
+    def on_train_end(self):
+        self.check_finite()
 
     def on_validation_epoch_start(self):
         self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -81,9 +125,12 @@ class TransformerLitModule(pl.LightningModule):
     # The RNG state travels with the checkpoint, so dropout after a resume draws the same masks
     # as the uninterrupted run would have.
     def on_save_checkpoint(self, checkpoint):
+        self.check_finite()  # raised before anything is written: the last good checkpoint stays
         checkpoint["rng_state"] = torch.get_rng_state()
         if self.tokenizer_json is not None:
             checkpoint[CKPT_TOKENIZER] = self.tokenizer_json
+        if self.task is not None:
+            checkpoint[CKPT_TASK] = self.task
 
     def on_load_checkpoint(self, checkpoint):
         if "rng_state" in checkpoint:

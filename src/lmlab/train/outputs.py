@@ -16,7 +16,6 @@ from pathlib import Path
 
 from lmlab.cli import run_stamp
 from lmlab.config import Config, ConfigError
-from lmlab.files import atomic_write_json
 from lmlab.train.fit import train
 
 DEFAULT_OUT = "outputs/{time}"
@@ -25,9 +24,8 @@ RUN_DIR_ENV = "LMLAB_RUN_DIR"
 
 def run_training(cfg: Config, prepared_dir: str, out_dir: str, curves_dir: str, ckpt_dir: str,
                  job=None) -> tuple[dict, str]:
-    """Resolve the run's directories (``{time}``, ``{out_dir}``, a Hydra ``job``'s own folder),
-    train, and write ``summary.json`` beside the curves (a DVC metric). Returns (summary, the
-    output directory); the summary is empty on ranks other than 0."""
+    """Resolve the run's directories (``{time}``, ``{out_dir}``, a Hydra ``job``'s own folder) and
+    train. Returns (summary, the output directory); the summary is empty on ranks other than 0."""
     run_name = None
     if job is not None:  # the Hydra door: this job's directory replaces outputs/{time}
         out_dir, cfg, run_name = hydra_job_outputs(cfg, out_dir, curves_dir, ckpt_dir, job)
@@ -46,9 +44,6 @@ def run_training(cfg: Config, prepared_dir: str, out_dir: str, curves_dir: str, 
     finally:
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
-    if summary:
-        # parameters, training time and throughput per experiment, for `dvc exp show`
-        atomic_write_json(Path(curves_dir) / "summary.json", {k: v for k, v in summary.items() if k != "wandb"})
     return summary, out_dir
 
 
