@@ -21,9 +21,11 @@ def read_prompts(stream) -> list[str]:
     """One prompt per line of a binary stream, which must be UTF-8."""
     data = stream.read()
     try:
-        return data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"stdin is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    # lines end at \n only (str.splitlines would also split at form feeds and U+2028)
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 
 def run(cfg, model, prompt):

@@ -392,3 +392,31 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_atomic_outputs_refuse_an_output_inside_another_output_folder(tmp_path):
+    """A folder swapped in whole would carry away a temporary staged inside it (and the old and
+    new files with it): such a pair is refused before anything is written."""
+    from lmlab.files import atomic_outputs
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "model.pt").write_text("old")
+    for first, second in (("dir", "file"), ("file", "dir")):
+        with pytest.raises(ValueError, match="one is the folder of the other"), atomic_outputs() as out:
+            getattr(out, first)(tmp_path / "x" if first == "dir" else tmp_path / "x" / "model.pt")
+            getattr(out, second)(tmp_path / "x" if second == "dir" else tmp_path / "x" / "model.pt")
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["model.pt", "x"]
+        assert (tmp_path / "x" / "model.pt").read_text() == "old"
+
+
+def test_a_run_whose_curves_share_the_model_folder_exports_both(prepared, tiny_overrides, tmp_path):
+    """--out-dir and --curves-dir the same folder: the model files go into the curves' folder,
+    which is published whole."""
+    from lmlab.config import build_config, compose
+    from lmlab.train.fit import train
+
+    cfg = build_config(compose(tiny_overrides + ["trainer.max_steps=4", "trainer.val_check_interval=4"]))
+    train(cfg, prepared / "prepared", tmp_path / "run", tmp_path / "run", tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "lr.tsv", "model.pt", "run.json", "summary.json", "train_loss.tsv", "val_loss.tsv"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["global_step"] == 4

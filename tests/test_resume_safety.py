@@ -229,7 +229,8 @@ def test_resume_file_that_runs_code_is_refused_unexecuted(prepared, tiny_overrid
     assert not mark.exists()
     line = _refused(capsys, prepared, tiny_overrides, tmp_path, evil)
     # safe_load names the global it refused; which name is safe_load's business (tests/test_bad_input.py)
-    assert line.startswith(f"error: {evil} holds Python objects (") and "refused to load it" in line
+    assert line.startswith(f"error: ckpt_path={evil}: {evil} holds Python objects (") and "refused to load it" in line
+    assert line.endswith("; start afresh with ckpt_path=null")
     assert not mark.exists()
 
 
@@ -387,6 +388,28 @@ def test_divergence_stops_at_the_first_nan_and_keeps_the_last_good_checkpoint(pr
     assert not (out / "model.pt").exists() and not (out / "run.json").exists()
 
 
+def test_weights_that_are_no_longer_finite_are_not_saved(tiny_overrides):
+    """An update can overflow with every loss finite (bf16 has no loss scaler): the check before a
+    checkpoint also looks at the weights."""
+    import pytorch_lightning as pl
+
+    from lmlab.model.transformer import ModelConfig
+    from lmlab.train.module import TrainingDiverged, TransformerLitModule
+
+    cfg = build_config(compose(tiny_overrides))
+    tc = cfg.trainer
+    module = TransformerLitModule(ModelConfig.of(cfg, 300, 0).to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
+    module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False)
+    module.on_save_checkpoint({})  # finite: saved as usual
+    with torch.no_grad():
+        module.model.embed.weight[5, 3] = float("inf")
+    with pytest.raises(TrainingDiverged) as stopped:
+        module.on_save_checkpoint({})
+    assert str(stopped.value) == ("training diverged by step 0: the losses were finite but some weights no longer "
+                                  "are (an update overflowed)")
+
+
 def test_divergence_between_checkpoints_is_caught_at_the_next_log_step(prepared, tiny_overrides, tmp_path, capsys):
     ckpt, out = tmp_path / "ckpt", tmp_path / "model"
     params = _params(tmp_path, tiny_overrides, *DIVERGES, "trainer.checkpoint_every_n_steps=100",
@@ -415,7 +438,8 @@ def test_ddp_ranks_agree_on_the_divergence_and_stop_together(prepared, tiny_over
     line = (f"error: training diverged at step 6: loss nan (lr 1.0e+03); the last good checkpoint is {ckpt}/last.ckpt "
             "(step 4); lower trainer.lr (or raise trainer.warmup_steps) and train again: ckpt_path=auto moves these "
             "checkpoints aside")
-    # every rank meets the error; only rank 0's stage script prints it (stage_main), so it comes once
-    assert proc.returncode == 2 and proc.stderr.count("error:") == proc.stderr.count(line) == 1, proc.stderr[-3000:]
+    # every rank meets the error and prints it; the other rank's line says which rank it is
+    assert proc.returncode == 2 and proc.stderr.count(line) == 2, proc.stderr[-3000:]
+    assert proc.stderr.count(f"rank 1: {line}") == 1 and proc.stderr.count("error:") == 2
     assert safe_load(ckpt / "last.ckpt")["global_step"] == 4
     assert json.loads((ckpt / "state.json").read_text())["finished"] is False and not (out / "model.pt").exists()

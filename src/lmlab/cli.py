@@ -97,8 +97,8 @@ def report_error(err: BaseException) -> int:
     if os.environ.get("LMLAB_DEBUG"):
         raise err
     lines = str(err).strip().splitlines() or [type(err).__name__]
-    if global_rank() == 0:  # every rank of a distributed run meets the same error: one line of it
-        print(f"error: {' '.join(line.strip() for line in lines)}", file=sys.stderr)
+    rank = global_rank()  # under DDP each rank prints its own error, named, after rank 0's
+    print(f"{f'rank {rank}: ' if rank else ''}error: {' '.join(line.strip() for line in lines)}", file=sys.stderr)
     return 2
 
 

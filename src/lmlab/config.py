@@ -450,6 +450,10 @@ class Config:
                         "source, target and their 2 end tokens share the positions")
                      + "); lower it or raise model.max_len")
         for key, d in (("decoding", self.decoding), *((f"sweep.{k}", v) for k, v in self.sweep.items())):
+            if self.data.task == "language_modeling":  # generation reads at most half the positions
+                _require(d.prompt_tokens <= m.max_len // 2 - 1, f"{key}.prompt_tokens", d.prompt_tokens,
+                         f"must be <= {m.max_len // 2 - 1} (half of model.max_len={m.max_len}, less the "
+                         "token before the prompt)")
             room = new_token_limit(m.arch, m.max_len, self.data.task, d.prompt_tokens)
             _require(d.max_new_tokens <= room, f"{key}.max_new_tokens", d.max_new_tokens,
                      f"must be <= {room}, what model.max_len={m.max_len} leaves after the "

@@ -116,6 +116,12 @@ class StagedOutputs:
 
     def _temp(self, target: str | os.PathLike, make) -> Path:
         target = Path(target)
+        here = target.resolve()
+        for tmp, other in self.staged:  # a folder swapped in whole would carry the other's temporary away
+            there = other.resolve()
+            if here == there or (tmp.is_dir() and there in here.parents) or (make is _make_dir and here in there.parents):
+                raise ValueError(f"{target} and {other} are outputs of one stage, and one is the folder of the "
+                                 "other, which is replaced whole: give them separate places")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(make(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
         self.staged.append((tmp, target))
@@ -137,20 +143,8 @@ class StagedOutputs:
         folders is no stage's output folder (``data``, ``reports``, the repository) and is refused
         before anything is written, rather than deleted.
         """
-        target = Path(target)
-        if target.is_dir():
-            inner = next((p.name for p in target.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), None)
-            if inner is not None:
-                raise IsADirectoryError(f"{target} holds the folder {inner}/: an output folder is replaced "
-                                        "whole, so give the stage a folder of its own")
-        elif target.exists():
-            raise NotADirectoryError(f"{target} is a file, not a folder")
-
-        def make(**kw):
-            name = tempfile.mkdtemp(**kw)
-            os.chmod(name, 0o777 & ~_UMASK)
-            return name
-        return self._temp(target, make)
+        check_output_dir(target)
+        return self._temp(target, _make_dir)
 
     def publish(self) -> None:
         """fsync every staged output, rename them into place in order, fsync their folders, and
@@ -180,6 +174,26 @@ class StagedOutputs:
         for tmp, _ in self.staged:
             _remove(tmp)
         self.staged.clear()
+
+
+def check_output_dir(target: str | os.PathLike) -> None:
+    """Refuse ``target`` as a folder that a stage replaces whole: a file, or a folder that holds
+    folders (``data``, ``reports``, the repository: no stage's own output folder). Stages call it
+    before their work too, so that a long run does not fail only when it publishes."""
+    target = Path(target)
+    if target.is_dir():
+        inner = next((p.name for p in target.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), None)
+        if inner is not None:
+            raise IsADirectoryError(f"{target} holds the folder {inner}/: an output folder is replaced "
+                                    "whole, so give the stage a folder of its own")
+    elif target.exists():
+        raise NotADirectoryError(f"{target} is a file, not a folder")
+
+
+def _make_dir(**kw) -> str:
+    name = tempfile.mkdtemp(**kw)
+    os.chmod(name, 0o777 & ~_UMASK)
+    return name
 
 
 def _swap(new: Path, target: Path) -> Path:

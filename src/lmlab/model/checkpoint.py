@@ -81,7 +81,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the train stage (`dvc repro train`)")
     payload = safe_load(path, map_location=device)
-    if isinstance(payload, dict) and CKPT_TOKENIZER in payload and "hyper_parameters" in payload:
+    if isinstance(payload, dict) and CKPT_TOKENIZER in payload and "model_cfg" in (payload.get("hyper_parameters") or {}):
         payload = {"format": MODEL_FORMAT, "model_config": payload["hyper_parameters"]["model_cfg"],
                    "state_dict": module_weights(payload["state_dict"]),
                    "tokenizer": payload[CKPT_TOKENIZER], "checkpoint_step": payload.get("global_step"),

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from lmlab.config import Config
+from lmlab.config import Config, ConfigError
 from lmlab.data.tokenizer import PAD, load_tokenizer
-from lmlab.files import atomic_outputs, write_json
+from lmlab.files import atomic_outputs, check_output_dir, write_json
 from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model
 from lmlab.model.loss import loss_sums
 from lmlab.model.transformer import ModelConfig, Transformer
@@ -62,6 +62,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
                    Path(curves_dir))
     tc = cfg.trainer
     check_hardware(tc, *cuda_facts(tc))  # before anything is read, moved or written
+    export_layout(dirs)  # and the places the export will publish to
     tok_path = prepared_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise FileNotFoundError(f"{tok_path} not found: run the prepare stage (`dvc repro prepare`)")
@@ -193,8 +194,9 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         curves.write(curves_tmp)
         # parameters, training time and throughput per experiment, a DVC metric for `dvc exp show`
         write_json(curves_tmp / "summary.json", {k: v for k, v in summary.items() if k != "wandb"})
-        if _own_model_folder(dirs):
-            model_dir = staged.dir(dirs.out)
+        layout = export_layout(dirs)
+        if layout != "files":  # the model's own folder, or the curves' when they share one
+            model_dir = curves_tmp if layout == "curves" else staged.dir(dirs.out)
             run_json, model_pt = model_dir / "run.json", model_dir / "model.pt"
         else:
             run_json, model_pt = staged.file(dirs.out / "run.json"), staged.file(dirs.out / "model.pt")
@@ -207,15 +209,25 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
     return trainer, summary
 
 
-def _own_model_folder(dirs: RunDirs) -> bool:
-    """Whether the export replaces ``dirs.out`` whole: it is missing or holds nothing but model.pt
-    and run.json (the DVC stage's data/model), and the checkpoints and curves live elsewhere. A
-    folder that holds more (a Hydra run's, with its checkpoints and logs) gets the two files."""
-    out = dirs.out.resolve()
-    if any(out == d or out in d.parents for d in (dirs.ckpt.resolve(), dirs.curves.resolve())):
-        return False
-    return not out.exists() or all(p.name in ("model.pt", "run.json") or p.name.endswith(".tmp")
-                                   for p in out.iterdir())
+def export_layout(dirs: RunDirs) -> str:
+    """How the export publishes model.pt and run.json beside the curves folder (which is replaced
+    whole): ``own``, their own folder replaced whole (``dirs.out`` is missing or holds nothing else:
+    the DVC stage's data/model); ``curves``, inside the curves folder (the two are one folder);
+    ``files``, two files renamed into a folder that holds more (a Hydra run's, with its checkpoints
+    and logs). Refuses, before training (``train`` calls it first), what it could not publish."""
+    out, curves = dirs.out.resolve(), dirs.curves.resolve()
+    for option, path in (("--out-dir", dirs.out), ("--ckpt-dir", dirs.ckpt)):
+        if curves in path.resolve().parents or (option == "--ckpt-dir" and curves == path.resolve()):
+            raise ConfigError(f"{option} {path} lies inside --curves-dir {dirs.curves}, which is replaced whole "
+                              "at the end: give them separate folders")
+    check_output_dir(dirs.curves)
+    if out == curves:
+        return "curves"
+    if any(out == d or out in d.parents for d in (dirs.ckpt.resolve(), curves)):
+        return "files"
+    own = not out.exists() or all(p.name in ("model.pt", "run.json") or p.name.endswith(".tmp")
+                                  for p in out.iterdir())
+    return "own" if own else "files"
 
 
 def _val_loss(mcfg: ModelConfig, weights: dict, data: TokenDataModule) -> float:

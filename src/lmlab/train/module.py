@@ -124,8 +124,19 @@ class TransformerLitModule(pl.LightningModule):
 
     # The RNG state travels with the checkpoint, so dropout after a resume draws the same masks
     # as the uninterrupted run would have.
+    def check_finite_weights(self) -> None:
+        """Raise ``TrainingDiverged`` when a weight is not finite although every loss was (an
+        update that overflowed): such weights must not be saved either."""
+        bad = torch.stack([~p.detach().isfinite().all() for p in self.model.parameters()]).any().float()
+        if self.trainer.world_size > 1:  # FSDP shards differ: every rank must stop with the others
+            bad = self.all_gather(bad).max()
+        if bad.item():
+            raise TrainingDiverged(f"training diverged by step {self.trainer.global_step}: the losses were finite "
+                                   "but some weights no longer are (an update overflowed)")
+
     def on_save_checkpoint(self, checkpoint):
         self.check_finite()  # raised before anything is written: the last good checkpoint stays
+        self.check_finite_weights()
         checkpoint["rng_state"] = torch.get_rng_state()
         if self.tokenizer_json is not None:
             checkpoint[CKPT_TOKENIZER] = self.tokenizer_json

@@ -107,7 +107,10 @@ def check_resume_file(path: str | Path, model_cfg: dict, tokenizer_json: str, to
     with ``weights_only=True`` (corrupt, or a pickle that would run code), one that is not a
     training checkpoint of lmlab's, or whose tokenizer or model (``ModelConfig`` fields, the
     module's ``model_cfg``) differs from this run's. The tensors are memory-mapped, not read."""
-    payload = safe_load(path, mmap=True)
+    try:
+        payload = safe_load(path, mmap=True)
+    except ValueError as err:
+        raise ConfigError(f"ckpt_path={path}: {err}; start afresh with ckpt_path=null") from None
     if isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
         raise ConfigError(f"ckpt_path={path} is an exported model file, not a training checkpoint (no optimizer "
                           "state to continue): give a last.ckpt or best.ckpt of lmlab's training")
