@@ -12,12 +12,15 @@ so a quoted figure (a median) can be checked against the runs it came from.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -81,3 +84,41 @@ def write_record(path: str | Path | None, summary: dict, runs: list[dict], meta:
                 load_average_end=load_average(), n_runs=len(runs))
     atomic_write_json(path, {"meta": meta, "summary": summary, "runs": runs})
     return Path(path)
+
+
+def finish(path: str | Path | None, summary: dict, runs: list[dict], meta: dict) -> dict:
+    """Write the record (``write_record``), say where, and print ``summary`` as the last line."""
+    written = write_record(path, summary, runs, meta)
+    if written:
+        print(f"record of all {len(runs)} runs: {written}")
+    print(json.dumps(summary))
+    return summary
+
+
+@contextmanager
+def training_session(threads: int | None, quiet: Sequence[str], env_keys: Sequence[str]) -> Iterator[None]:
+    """What a bench that trains sets for its runs, all put back after (so ``main()`` runs
+    in-process in the tests): torch's CPU threads (``threads``, None keeps them), W&B offline and
+    silent whatever the environment says (a bench never touches the network), the ``quiet``
+    loggers at WARNING (Lightning's banners would bury the tables), and ``env_keys`` as they were."""
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    env = {k: os.environ.get(k) for k in (*env_keys, "WANDB_MODE", "WANDB_SILENT")}
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        torch.set_num_threads(saved_threads)

@@ -210,11 +210,7 @@ def main(argv=None) -> dict:
     record["mem_growth"] = round(record[f"{large}_peak_mib"] / record[f"{small}_peak_mib"], 4)
     print(f"throughput_ratio {record['throughput_ratio']:.3f} ({large}), mem_growth "
           f"{record['mem_growth']:.3f} ({large} ÷ {small} lmlab peak)")
-    written = benchlib.write_record(args.record, record, runs, meta)
-    if written:
-        print(f"record of all {len(runs)} runs: {written}")
-    print(json.dumps(record))
-    return record
+    return benchlib.finish(args.record, record, runs, meta)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import logging
-import os
 import random
 import shutil
 import tempfile
@@ -449,60 +446,38 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     meta = benchlib.meta(argv, ("torch", "pytorch-lightning", "wandb", "lmlab"))
-    env = {k: os.environ.get(k) for k in ENV_KEYS}
-    levels = {name: logging.getLogger(name).level for name in QUIET}
-    threads = torch.get_num_threads()
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     results, runs = {}, []
     try:
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        # W&B offline whatever the environment says: the bench never touches the network
-        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
-        # Lightning's start-up banners and model summary (all before the first step) would bury
-        # the tables; everything is restored below, so main() can run in-process (tests).
-        for name in QUIET:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        with tempfile.TemporaryDirectory(prefix="train_throughput.", dir=args.tmp_dir) as tmp, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*LeafSpec.*")  # a deprecation inside Lightning
-            warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # small --n-train
-            root = Path(tmp)
-            prepared = prepare_data(root / "data", args.n_train, args.override)
-            probe = run_config(args.presets[0], args.device, args.warmup + args.steps, root, args.n_train,
-                               args.seed, args.override)
-            tc = probe.trainer
-            if tc.accumulate_grad_batches != 1:
-                raise SystemExit("trainer.accumulate_grad_batches must be 1: the bare loop steps every batch")
-            if args.warmup + args.steps > tc.val_check_interval:
-                print(f"note: {args.warmup + args.steps} steps pass trainer.val_check_interval="
-                      f"{tc.val_check_interval}: lmlab's window holds validation passes the bare loop "
-                      "does not make")
-            args.precision, args.n_train_used, args.seed_used = tc.precision, probe.data.n_train, probe.seed
-            args.threads_used = torch.get_num_threads()
-            vocab = load_tokenizer((prepared / "tokenizer.json").read_text()).get_vocab_size()
-            for preset in args.presets:
-                results[preset], preset_runs = bench_preset(preset, prepared, root / "runs", args)
-                runs += preset_runs
-                print_table(preset, results[preset], args)
+        with benchlib.training_session(args.threads, QUIET, ENV_KEYS):
+            with tempfile.TemporaryDirectory(prefix="train_throughput.", dir=args.tmp_dir) as tmp, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*LeafSpec.*")  # a deprecation inside Lightning
+                warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # small --n-train
+                root = Path(tmp)
+                prepared = prepare_data(root / "data", args.n_train, args.override)
+                probe = run_config(args.presets[0], args.device, args.warmup + args.steps, root, args.n_train,
+                                   args.seed, args.override)
+                tc = probe.trainer
+                if tc.accumulate_grad_batches != 1:
+                    raise SystemExit("trainer.accumulate_grad_batches must be 1: the bare loop steps every batch")
+                if args.warmup + args.steps > tc.val_check_interval:
+                    print(f"note: {args.warmup + args.steps} steps pass trainer.val_check_interval="
+                          f"{tc.val_check_interval}: lmlab's window holds validation passes the bare loop "
+                          "does not make")
+                args.precision, args.n_train_used, args.seed_used = tc.precision, probe.data.n_train, probe.seed
+                args.threads_used = torch.get_num_threads()
+                vocab = load_tokenizer((prepared / "tokenizer.json").read_text()).get_vocab_size()
+                for preset in args.presets:
+                    results[preset], preset_runs = bench_preset(preset, prepared, root / "runs", args)
+                    runs += preset_runs
+                    print_table(preset, results[preset], args)
     finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        torch.set_num_threads(threads)
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.set_rng_state(rng[2])
     record = summary(results, args, vocab, tc.batch_size)
     print_overview(record, args)
-    written = benchlib.write_record(args.record, record, runs, meta)
-    if written:
-        print(f"\nrecord of all {len(runs)} runs: {written}")
-    print(json.dumps(record))
-    return record
+    return benchlib.finish(args.record, record, runs, meta)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,22 @@ def test_decode_speed_prints_ratios_for_every_strategy_and_batch(capsys, tmp_pat
     timed = [r for r in saved["runs"] if not r["warmup"]]
     # 2 archs × 3 strategies × 2 batches × 2 sides × 2 repeats, every one of them
     assert len(timed) == 48 and {r["side"] for r in timed} == {"lmlab", "hf"}
+
+
+def test_size_scaling_trains_both_presets_per_seed_and_ends_in_its_ratio(capsys, tmp_path):
+    """bench/size_scaling.py: every seed trains both presets through train(), order alternating;
+    the ratio is the median over seeds of the second preset's best val loss ÷ the first's."""
+    import size_scaling
+
+    record = tmp_path / "record.json"
+    result = size_scaling.main(["--presets", "tiny,small", "--steps", "4", "--seeds", "1,2", "--n-train", str(N_TRAIN),
+                                "--record", str(record), *[f"--override={o}" for o in SHRINK],
+                                "--override=model.n_encoder_layer=1", "--override=tokenizer.max_tokens=95"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    runs = json.loads(record.read_text())["runs"]
+    assert last == result and [(r["preset"], r["seed"]) for r in runs] == [
+        ("tiny", 1), ("small", 1), ("small", 2), ("tiny", 2)]
+    assert all(r["steps"] == 4 and r["val_curve"] for r in runs)
+    loss = {(r["preset"], r["seed"]): r["best_val_loss"] for r in runs}
+    ratios = sorted(loss[("small", s)] / loss[("tiny", s)] for s in (1, 2))
+    assert result["small_vs_tiny_val_loss_ratio"] == round((ratios[0] + ratios[1]) / 2, 4)
