@@ -13,6 +13,7 @@ logger.save_dir such as W&B's) to its own Hydra output directory, unless --out-d
 
 from lmlab.cli import stage_main
 from lmlab.tracking import sync_hint
+from lmlab.train.hardware import check_machine
 from lmlab.train.outputs import DEFAULT_OUT, run_training
 
 
@@ -29,14 +30,8 @@ def run(cfg, prepared_dir, out_dir, curves_dir, ckpt_dir, job=None):
 def main(argv=None) -> int:
     paths = {"prepared_dir": "data/prepared", "out_dir": DEFAULT_OUT, "curves_dir": "{out_dir}/curves",
              "ckpt_dir": "{out_dir}/checkpoints"}
-    return stage_main(__doc__, paths, run, argv, hydra_app=True, check=check_trainer)
-
-
-def check_trainer(cfg) -> None:
-    """The trainer config against this machine's hardware, before Hydra makes the run's folder."""
-    from lmlab.train.hardware import check_hardware, cuda_facts
-
-    check_hardware(cfg.trainer, *cuda_facts(cfg.trainer))
+    # the trainer config against this machine, before Hydra makes the run's folder
+    return stage_main(__doc__, paths, run, argv, hydra_app=True, check=lambda cfg: check_machine(cfg.trainer))
 
 
 if __name__ == "__main__":

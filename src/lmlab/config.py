@@ -44,6 +44,12 @@ class ConfigError(ValueError):
     """A bad key or value; the message names it."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (the type's name when it has none): what a
+    one-line error quotes of a library's multi-line one."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the raw splits come from (``lmlab.data.sources``); conf/data/*.yaml explain every key."""
@@ -595,7 +601,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
 def override_error(err: Exception, overrides) -> ConfigError:
     """A Hydra or OmegaConf error about ``overrides`` as one line; a key that is not in the config
     gets the closest key that is, as ``build_config`` gives for a params file."""
-    first = str(err).strip().splitlines()[0]
+    first = first_line(err)
     key = first.removeprefix("Could not override '").split("'")[0] if first.startswith("Could not override '") else None
     hint = ""
     if key:
@@ -623,7 +629,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        problem = getattr(err, "problem", None) or first_line(err)
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config groups")

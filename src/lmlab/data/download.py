@@ -26,8 +26,8 @@ def download(cfg: Config, raw_dir: str | Path) -> dict:
     kill anywhere (a missing file, an offline Hub) leaves the old folder untouched, and files of
     the other layout from an earlier run (``.text`` against ``.source``/``.target``) are gone."""
     d = cfg.data
-    raw = Path(raw_dir).resolve()
-    if d.path is not None and (raw == Path(d.path).expanduser().resolve() or raw in Path(d.path).expanduser().resolve().parents):
+    source = Path(d.path).expanduser().resolve() if d.path is not None else None
+    if source is not None and Path(raw_dir).resolve() in (source, *source.parents):
         raise SourceError(f"data.path={d.path!r} lies in {raw_dir}, which the download stage replaces whole: "
                           "keep your files in a folder of their own")
     splits = load_splits(d)

@@ -253,8 +253,9 @@ def encode_corpus(tokset: TokenizerSet, tc: TokenizerConfig, raw_dir: str | Path
                 for group in (SIDES, (TEXT_SIDE,)):
                     if group[0] in sides:
                         stats[split] |= encode_sides(encoder, tc, raw_dir, split, group, tmp, outputs)
-        stats["tokenizer_sha256"] = tokenizer_hash(tokset.to_json())
-        (tmp / "tokenizer.json").write_text(tokset.to_json(), encoding="utf-8")
+        tokenizer_json = tokset.to_json()
+        stats["tokenizer_sha256"] = tokenizer_hash(tokenizer_json)
+        (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
         write_json(tmp / "stats.json", stats)
     return stats
 

@@ -54,7 +54,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from lmlab.config import DataConfig
+from lmlab.config import DataConfig, first_line
 from lmlab.data.builtin import BUILTIN_CORPORA
 from lmlab.data.rawfiles import SPLITS
 
@@ -220,7 +220,7 @@ def _snapshot(d: DataConfig, patterns: list[str] | None, offline: str | None) ->
             cache_dir=cache, local_files_only=offline is not None, endpoint=hub_endpoint(),
             etag_timeout=HUB_ETAG_TIMEOUT_S))
     except LocalEntryNotFoundError as err:
-        reason = offline or str(err).strip().splitlines()[0].removeprefix("Got: ")
+        reason = offline or first_line(err).removeprefix("Got: ")
         raise HubDatasetUnavailable(
             f"data.repo: the dataset {_describe(d)} is not in the Hugging Face cache {cache} and "
             f"cannot be downloaded now: {reason}. Download it once with network access (into the "
@@ -234,7 +234,7 @@ def _snapshot(d: DataConfig, patterns: list[str] | None, offline: str | None) ->
                           "(`hf auth login`)") from None
     except HfHubHTTPError as err:
         raise SourceError(f"data.repo={d.repo!r}: the Hub answered "
-                          f"{str(err).strip().splitlines()[0]}") from None
+                          f"{first_line(err)}") from None
 
 
 def _card_data_files(root: Path, d: DataConfig) -> dict[str, list[str]]:
@@ -284,7 +284,7 @@ def _hub_records(d: DataConfig) -> dict[str, Iterable[Mapping]]:
         ds = datasets.load_dataset(**kwargs, streaming=True, cache_dir=str(datasets_cache_dir()))
     except (FileNotFoundError, ValueError) as err:
         raise SourceError(f"data.repo: cannot read {_describe(d)} from {root}: "
-                          f"{str(err).strip().splitlines()[0]}") from None
+                          f"{first_line(err)}") from None
     missing = [f"data.splits[{i}]={name!r}" for i, name in enumerate(d.splits) if name not in ds]
     if missing:
         raise SourceError(f"{', '.join(missing)}: {_describe(d)} has no such split "
@@ -400,5 +400,4 @@ def _parquet_records(path: Path) -> Iterator[Mapping]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SourceError(f"{path} is not a readable Parquet file ({first})") from None
+        raise SourceError(f"{path} is not a readable Parquet file ({first_line(err)})") from None

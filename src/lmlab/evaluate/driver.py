@@ -19,8 +19,13 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
     model's. The stage script then adds the metrics to the training's W&B run
     (``wandb_run.log_evaluation``).
     """
-    records = m.read_generations(generations_path)
     e, task = cfg.evaluate, cfg.data.task
+    if baseline_path is None:  # the model is checked against the data before any scoring
+        from lmlab.model.checkpoint import check_data_tokenizer, load_model
+
+        model, _, payload = load_model(model_path)
+        check_data_tokenizer(payload, model_path, prepared_dir)
+    records = m.read_generations(generations_path)
     bleu_tokenize = m.bleu_tokenizer_for(cfg.data.target_lang, e.bleu_tokenize)
     metrics = m.score(records, task=task, bleu_tokenize=bleu_tokenize, rouge_stemmer=e.rouge_stemmer)
     if baseline_path is not None:
@@ -30,10 +35,7 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
                                               n_samples=e.bootstrap_samples))
     else:
         from lmlab.evaluate.perplexity import perplexity
-        from lmlab.model.checkpoint import check_data_tokenizer, load_model
 
-        model, _, payload = load_model(model_path)
-        check_data_tokenizer(payload, model_path, prepared_dir)
         block = cfg.trainer.block_size if task == "language_modeling" else None
         metrics.update(perplexity(model, prepared_dir, "test", e.batch_size, block))
     atomic_write_json(metrics_path, metrics)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from lmlab.config import first_line
 from lmlab.data.tokenizer import load_tokenizer, tokenizer_hash
 from lmlab.files import atomic_path
 from lmlab.model.transformer import ModelConfig, Transformer
@@ -69,8 +70,7 @@ def safe_load(path: str | Path, map_location: str = "cpu", mmap: bool = False):
         raise ValueError(f"{path} holds Python objects ({what}), not only tensors and plain data: refused "
                          "to load it (a file from an untrusted source can run code when unpickled)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {first}") from None
+        raise ValueError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {first_line(err)}") from None
 
 
 def load_model(path: str | Path, device: str = "cpu"):
@@ -95,8 +95,7 @@ def load_model(path: str | Path, device: str = "cpu"):
         model = Transformer(ModelConfig(**payload["model_config"])).to(device)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{path} does not hold a model lmlab can build: {first}") from None
+        raise ValueError(f"{path} does not hold a model lmlab can build: {first_line(err)}") from None
     bad = next((k for k, v in payload["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()), None)
     if bad is not None:
         raise ValueError(f"{path} has non-finite weights ({bad}): the training diverged; "

@@ -225,15 +225,16 @@ def write_report(metrics_path: str | Path, generations_path: str | Path, curves_
         raise ValueError(f"{metrics_path}: expected a JSON object of metrics")
     examples = pick_examples(read_generations(generations_path), n_examples)
 
+    sweep = {}  # the configured strategies only: a removed entry's old files may still be there
+    for name in sweep_names:
+        path = Path(sweep_dir) / name / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run the sweep-evaluate@{name} stage")
+        sweep[name] = json.loads(path.read_text(encoding="utf-8"))
+    # every input is read before anything is drawn or staged
     with atomic_outputs() as staged:
         figures_tmp, md_tmp = staged.dir(figures_dir), staged.file(out_md)
         figures, notes = _draw_figures(curves_dir, figures_tmp, figures_dir, out_md)
-        sweep = {}  # the configured strategies only: a removed entry's old files may still be there
-        for name in sweep_names:
-            path = Path(sweep_dir) / name / "metrics.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: run the sweep-evaluate@{name} stage")
-            sweep[name] = json.loads(path.read_text(encoding="utf-8"))
         md_tmp.write_text(render_report(metrics, examples, figures, config=config, notes=notes, sweep=sweep,
                                         task=task), encoding="utf-8")
 

@@ -83,7 +83,7 @@ class Snapshots(pl.Callback):
         if step == self.saved_step or step == 0:
             return
         self.saved_step = step
-        trainer.lightning_module.check_finite()  # no snapshot of weights a non-finite loss updated
+        trainer.lightning_module.check_saveable()  # no snapshot of weights a non-finite loss updated
         state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP
         if trainer.global_rank != 0:
             return
@@ -129,8 +129,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._pending.append(self._writer.submit(self._write, snapshot, Path(path), storage_options))
 
     def _write(self, checkpoint, path: Path, storage_options) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:  # makes the folder too
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
     def remove_checkpoint(self, path) -> None:

@@ -23,7 +23,7 @@ from lmlab.model.transformer import ModelConfig, Transformer
 from lmlab.tracking import define_step_axis, display_name
 from lmlab.train.callbacks import AtomicCheckpointIO, CurveWriter, FinalValidation, Snapshots, snapshot_files
 from lmlab.train.data import TokenDataModule
-from lmlab.train.hardware import check_hardware, cuda_facts
+from lmlab.train.hardware import check_machine
 from lmlab.train.loggers import make_logger
 from lmlab.train.module import TrainingDiverged, TransformerLitModule
 from lmlab.train.resume import (
@@ -61,7 +61,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     dirs = RunDirs(out_dir, Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints",
                    Path(curves_dir))
     tc = cfg.trainer
-    check_hardware(tc, *cuda_facts(tc))  # before anything is read, moved or written
+    check_machine(tc)  # before anything is read, moved or written
     export_layout(dirs)  # and the places the export will publish to
     tok_path = prepared_dir / "tokenizer.json"
     if not tok_path.is_file():

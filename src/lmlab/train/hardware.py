@@ -54,6 +54,11 @@ def check_hardware(tc: TrainerConfig, cuda_devices: int, bf16_supported: bool) -
                           "processes, e.g. trainer.devices=2")
 
 
+def check_machine(tc: TrainerConfig) -> None:
+    """``check_hardware`` against this machine (``cuda_facts``)."""
+    check_hardware(tc, *cuda_facts(tc))
+
+
 def cuda_facts(tc: TrainerConfig) -> tuple[int, bool]:
     """(CUDA GPUs on this machine, whether they do bf16) for ``check_hardware``. The bf16 probe
     runs only when the run asks for bf16 on a GPU (else False): on a GPU older than Ampere it

@@ -122,8 +122,6 @@ class TransformerLitModule(pl.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)  # same value on every rank
         self.log("val/ppl", loss.exp(), sync_dist=True)
 
-    # The RNG state travels with the checkpoint, so dropout after a resume draws the same masks
-    # as the uninterrupted run would have.
     def check_finite_weights(self) -> None:
         """Raise ``TrainingDiverged`` when a weight is not finite although every loss was (an
         update that overflowed): such weights must not be saved either."""
@@ -134,9 +132,16 @@ class TransformerLitModule(pl.LightningModule):
             raise TrainingDiverged(f"training diverged by step {self.trainer.global_step}: the losses were finite "
                                    "but some weights no longer are (an update overflowed)")
 
-    def on_save_checkpoint(self, checkpoint):
-        self.check_finite()  # raised before anything is written: the last good checkpoint stays
+    def check_saveable(self) -> None:
+        """Raise ``TrainingDiverged`` before weights are saved (a checkpoint, a snapshot) that a
+        non-finite loss updated or that are no longer finite: the last good save stays."""
+        self.check_finite()
         self.check_finite_weights()
+
+    # The RNG state travels with the checkpoint, so dropout after a resume draws the same masks
+    # as the uninterrupted run would have.
+    def on_save_checkpoint(self, checkpoint):
+        self.check_saveable()  # raised before anything is written: the last good checkpoint stays
         checkpoint["rng_state"] = torch.get_rng_state()
         if self.tokenizer_json is not None:
             checkpoint[CKPT_TOKENIZER] = self.tokenizer_json

@@ -5,7 +5,6 @@ earlier run's checkpoints (lmlab moves them aside, it never deletes them)."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from datetime import datetime, timezone
@@ -27,9 +26,8 @@ _NEUTRAL_TRAINER_KEYS = ("num_workers", "log_every_n_steps", "checkpoint_every_n
 def fingerprint(cfg: Config, tokenizer_json: str, n_train: int) -> dict:
     """What must be equal for a checkpoint to continue this run: seed, model, trainer, data."""
     trainer = {k: v for k, v in cfg.to_dict()["trainer"].items() if k not in _NEUTRAL_TRAINER_KEYS}
-    tok = hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]
     return {"seed": cfg.seed, "model": cfg.to_dict()["model"], "trainer": trainer,
-            "data": {"tokenizer_sha256": tok, "train_pairs": n_train}}
+            "data": {"tokenizer_sha256": tokenizer_hash(tokenizer_json), "train_pairs": n_train}}
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -146,11 +144,11 @@ def earlier_files(ckpt_dir: Path) -> list[Path]:
     return found
 
 
-def move_aside(ckpt_dir: Path, now: datetime | None = None) -> Path | None:
-    """Move ``earlier_files(ckpt_dir)`` into a new ``<ckpt_dir>/superseded/<UTC time>`` folder
-    (``-1``, ``-2``, ... after the time when that folder exists: no set ever replaces another).
-    Returns the folder, or None when there was nothing to move."""
-    files = earlier_files(ckpt_dir)
+def move_aside(ckpt_dir: Path, now: datetime | None = None, files: list[Path] | None = None) -> Path | None:
+    """Move ``files`` (by default ``earlier_files(ckpt_dir)``) into a new
+    ``<ckpt_dir>/superseded/<UTC time>`` folder (``-1``, ``-2``, ... after the time when that folder
+    exists: no set ever replaces another). Returns the folder, or None when there was nothing to move."""
+    files = earlier_files(ckpt_dir) if files is None else files
     if not files:
         return None
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H-%M-%SZ")
@@ -173,8 +171,9 @@ def supersede(ckpt_dir: Path, resume_from: str | None) -> str | None:
     ckpt_dir = Path(ckpt_dir)
     if resume_from is not None and Path(resume_from).resolve() == (ckpt_dir / "last.ckpt").resolve():
         return resume_from
-    names = [p.name + ("/" if p.is_dir() else "") for p in earlier_files(ckpt_dir)]
-    moved = move_aside(ckpt_dir)
+    files = earlier_files(ckpt_dir)
+    names = [p.name + ("/" if p.is_dir() else "") for p in files]
+    moved = move_aside(ckpt_dir, files=files)
     if moved is None:
         return resume_from
     print(f"train: moved the earlier checkpoints ({', '.join(names)}) to {moved}", flush=True)
