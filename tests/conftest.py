@@ -59,7 +59,7 @@ def tiny_overrides():
         "model.n_embd=32", "model.n_head=2", "model.n_encoder_layer=1", "model.n_decoder_layer=1",
         "model.d_ff=64", "model.max_len=96",
         "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.batch_size=32",
-        "trainer.warmup_steps=2", "trainer.log_every_n_steps=2",
+        "trainer.lr=0.002", "trainer.warmup_steps=2", "trainer.log_every_n_steps=2",
         "decoding.max_new_tokens=20",
         "logger=none",
     ]

@@ -56,7 +56,7 @@ def hf_home(tmp_path, monkeypatch):
 
 
 def test_the_presets_are_the_ones_documented():
-    assert PRESETS == sorted(["lm_text", "local", "summaries", "synthetic", *HUB_PRESETS])
+    assert PRESETS == sorted(["lm_text", "local", "summaries", "synthetic", "synthetic_hard", *HUB_PRESETS])
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -257,10 +257,10 @@ class TrainerConfig:
     batch_size: int | None = 64
     max_tokens: int | None = None
     accumulate_grad_batches: int = 1
-    lr: float = 2e-3
+    lr: float | None = None           # null: follows the model's width (lr_for_width)
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.01
-    warmup_steps: int = 150
+    warmup_steps: int | None = None   # null: follows the model's width (warmup_for_width)
     lr_schedule: str = "cosine"
     min_lr_ratio: float = 0.1
     label_smoothing: float = 0.1
@@ -299,9 +299,12 @@ class TrainerConfig:
         _require(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio", self.min_lr_ratio,
                  "must be in [0, 1]")
         _require(self.block_size >= 1, "trainer.block_size", self.block_size, "must be >= 1")
-        for key in ("warmup_steps", "num_workers", "average_last"):
+        for key in ("num_workers", "average_last"):
             _require(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "must be >= 0")
-        _require(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
+        _require(self.warmup_steps is None or self.warmup_steps >= 0, "trainer.warmup_steps",
+                 self.warmup_steps, "must be >= 0, or null to follow the model's width")
+        _require(self.lr is None or self.lr > 0, "trainer.lr", self.lr,
+                 "must be > 0, or null to follow the model's width")
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "trainer.betas",
                  list(self.betas), "must be two numbers in [0, 1)")
         _require(0.0 <= self.label_smoothing < 1.0, "trainer.label_smoothing", self.label_smoothing,
@@ -578,8 +581,34 @@ def _build_map(cls, raw, key: str) -> dict:
 
 
 def build_config(raw: Mapping) -> Config:
-    """The one constructor of a validated ``Config``, for both the Hydra and the DVC door."""
-    return _build(Config, raw, "")
+    """The one constructor of a validated ``Config``, for both the Hydra and the DVC door. A null
+    ``trainer.lr`` or ``trainer.warmup_steps`` becomes the value the model's width calls for."""
+    cfg = _build(Config, raw, "")
+    tc, width = cfg.trainer, cfg.model.n_embd
+    return dataclasses.replace(cfg, trainer=dataclasses.replace(
+        tc, lr=lr_for_width(width) if tc.lr is None else tc.lr,
+        warmup_steps=warmup_for_width(width) if tc.warmup_steps is None else tc.warmup_steps))
+
+
+# Hyper-parameters that follow the model's size (README, "Hyper-parameters that follow size").
+# Adam's best learning rate falls as a Transformer gets wider: in proportion to 1/width for the
+# hidden layers under muP (Yang et al. 2022, "Tensor Programs V"), and GPT-3's table (Brown et al.
+# 2020, Table 2.1) halves it from 768 to 2048 wide. lmlab's rule is anchored on the width its CPU
+# default was tuned at; a set trainer.lr / trainer.warmup_steps always wins.
+RULE_WIDTH = 128      # model.n_embd of `tiny`, where trainer.lr = RULE_LR was tuned
+RULE_LR = 2e-3
+RULE_WARMUP = 150     # warm-up steps at RULE_WIDTH
+
+
+def lr_for_width(n_embd: int) -> float:
+    """The peak learning rate for a model ``n_embd`` wide: RULE_LR x RULE_WIDTH / n_embd."""
+    return float(f"{RULE_LR * RULE_WIDTH / n_embd:.3g}")
+
+
+def warmup_for_width(n_embd: int) -> int:
+    """Warm-up steps for a model ``n_embd`` wide: RULE_WARMUP x sqrt(n_embd / RULE_WIDTH), so a
+    wider model, whose early updates are larger relative to its weights, warms up for longer."""
+    return int(round(RULE_WARMUP * math.sqrt(n_embd / RULE_WIDTH), -1))
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:

@@ -30,5 +30,6 @@ class Builtin:
 BUILTIN_CORPORA: dict[str, Builtin] = {
     "synthetic": Builtin("translation", "lmlab.data.corpus:generate_corpus"),
     "summaries": Builtin("summarization", "lmlab.data.summaries:generate_summaries"),
+    "synthetic_hard": Builtin("translation", "lmlab.data.corpus:generate_hard_corpus"),
     "lm_text": Builtin("language_modeling", "lmlab.data.corpus:generate_lm_text"),
 }

@@ -110,6 +110,39 @@ P_PP = 0.7
 P_ADVERB = 0.5
 ADJECTIVE_COUNT_WEIGHTS = ((0, 0.45), (1, 0.4), (2, 0.15))
 
+
+
+@dataclass(frozen=True)
+class Level:
+    """How hard the corpus is (``data.corpus``: ``synthetic`` is :data:`STANDARD`,
+    ``synthetic_hard`` is :data:`HARD`). The defaults are the standard corpus, byte for byte."""
+
+    n_nouns: int = N_NOUNS
+    n_compounds: int = N_COMPOUNDS
+    n_adjectives: int = N_ADJECTIVES
+    n_verbs: int = N_VERBS
+    n_context_verbs: int = N_CONTEXT_VERBS
+    n_adverbs: int = N_ADVERBS
+    # 0: every word of a category equally likely; s > 0: the word of rank r with weight 1/r**s,
+    # so a long tail of words is seen a few times only (as in real text)
+    zipf: float = 0.0
+    # share of verbs whose participle and infinitive have stems of their own (learnt by heart)
+    p_irregular: float = 0.0
+    p_relative: float = P_RELATIVE
+    # chance that the object inside a relative clause has a relative clause of its own
+    p_nested_relative: float = 0.0
+    max_source_words: int = MAX_SOURCE_WORDS
+
+
+STANDARD = Level()
+# Four times the words, a Zipfian tail, irregular verbs and nested relative clauses: a task on
+# which the default `tiny` stays well short of the ceiling at the default budget and more
+# capacity pays (README, "The built-in corpus").
+HARD = Level(n_nouns=3000, n_compounds=150, n_adjectives=400, n_verbs=200, n_context_verbs=40,
+             n_adverbs=500, zipf=1.0, p_irregular=0.3, p_relative=0.35, p_nested_relative=0.35,
+             max_source_words=35)
+LEVELS = {"standard": STANDARD, "hard": HARD}
+
 PERSONS = ("1sg", "3sg", "1pl", "3pl")
 PRONOUNS = {"i": "1sg", "he": "3sg", "she": "3sg", "we": "1pl", "they": "3pl"}
 BE = {"1sg": "am", "3sg": "is", "1pl": "are", "3pl": "are"}
@@ -209,6 +242,23 @@ class Lexicon:
     adjectives: tuple[Adjective, ...]
     verbs: tuple[Verb, ...]
     adverbs: tuple[Adverb, ...]
+    zipf: float = 0.0                 # Level.zipf: how words are drawn from each category
+
+    def pick(self, rng: random.Random, items: tuple):
+        """One item of a category: uniform, or the one of rank r with weight 1/r**zipf."""
+        if not self.zipf:
+            return rng.choice(items)
+        return rng.choices(items, cum_weights=_zipf_weights(len(items), self.zipf))[0]
+
+    def pick_distinct(self, rng: random.Random, items: tuple, k: int) -> tuple:
+        if not self.zipf:
+            return tuple(rng.sample(items, k))
+        chosen: list = []
+        while len(chosen) < k:
+            item = self.pick(rng, items)
+            if item not in chosen:
+                chosen.append(item)
+        return tuple(chosen)
 
     # Lookups by source form, for building sentences by hand (tests, docs).
     def noun(self, src: str) -> Noun:
@@ -222,6 +272,15 @@ class Lexicon:
 
     def adverb(self, src: str) -> Adverb:
         return _find(self.adverbs, src, lambda a: a.src)
+
+
+@functools.lru_cache(maxsize=16)
+def _zipf_weights(n: int, s: float) -> tuple[float, ...]:
+    total, out = 0.0, []
+    for rank in range(1, n + 1):
+        total += rank ** -s
+        out.append(total)
+    return tuple(out)
 
 
 def _find(items, src: str, key):
@@ -296,22 +355,28 @@ def _target_noun(words: _Words, rng: random.Random) -> tuple[str, str, str]:
     return tgt, tgt_pl, gender
 
 
-def _target_verb(words: _Words, rng: random.Random) -> VerbForms:
+def _target_verb(words: _Words, rng: random.Random, p_irregular: float = 0.0) -> VerbForms:
     endings, part, inf = rng.choice(_CONJUGATIONS)
-    out = words.draw(words.target_stem,
-                     lambda s: tuple(s + e for e in endings) + (s + part, s + inf))
+    if p_irregular and rng.random() < p_irregular:  # the past and future forms from a stem of their own
+        out = words.draw(words.target_stem, lambda s: tuple(s + e for e in endings))
+        out += words.draw(words.target_stem, lambda s: (s + part, s + inf))
+    else:
+        out = words.draw(words.target_stem,
+                         lambda s: tuple(s + e for e in endings) + (s + part, s + inf))
     return VerbForms(present=dict(zip(PERSONS, out[:4])), participle=out[4], infinitive=out[5])
 
 
 @functools.lru_cache(maxsize=8)
-def lexicon(seed: int = 1234) -> Lexicon:
-    """Both vocabularies for ``seed`` (cached; treat as read-only)."""
-    return build_lexicon(seed)
+def lexicon(seed: int = 1234, level: Level = STANDARD) -> Lexicon:
+    """Both vocabularies for ``seed`` at ``level`` (cached; treat as read-only)."""
+    return build_lexicon(seed, level.n_nouns, level.n_compounds, level.n_adjectives, level.n_verbs,
+                         level.n_context_verbs, level.n_adverbs, level.zipf, level.p_irregular)
 
 
 def build_lexicon(seed: int, n_nouns: int = N_NOUNS, n_compounds: int = N_COMPOUNDS,
                   n_adjectives: int = N_ADJECTIVES, n_verbs: int = N_VERBS,
-                  n_context_verbs: int = N_CONTEXT_VERBS, n_adverbs: int = N_ADVERBS) -> Lexicon:
+                  n_context_verbs: int = N_CONTEXT_VERBS, n_adverbs: int = N_ADVERBS,
+                  zipf: float = 0.0, p_irregular: float = 0.0) -> Lexicon:
     """A lexicon of the given sizes (tests use tiny ones, where sentences collide often)."""
     rng = random.Random(f"lmlab-corpus:{seed}:lexicon")
     src = _Words(rng, SOURCE_FUNCTION_WORDS)
@@ -347,8 +412,8 @@ def build_lexicon(seed: int, n_nouns: int = N_NOUNS, n_compounds: int = N_COMPOU
     for i in range(n_verbs):
         base, s3, past, ing = src.draw(src.source_stem,
                                        lambda s: (s, s + "s", s + "ed", s + "ing"))
-        inanimate = _target_verb(tgt, rng)
-        animate = _target_verb(tgt, rng) if i < n_context_verbs else None
+        inanimate = _target_verb(tgt, rng, p_irregular)
+        animate = _target_verb(tgt, rng, p_irregular) if i < n_context_verbs else None
         verbs.append(Verb(base, s3, past, ing, inanimate, animate))
 
     adverbs = []
@@ -357,7 +422,7 @@ def build_lexicon(seed: int, n_nouns: int = N_NOUNS, n_compounds: int = N_COMPOU
         (t,) = tgt.draw(lambda: tgt.target_stem() + "amente", lambda s: (s,))
         adverbs.append(Adverb(a, t))
 
-    return Lexicon(tuple(nouns), tuple(adjectives), tuple(verbs), tuple(adverbs))
+    return Lexicon(tuple(nouns), tuple(adjectives), tuple(verbs), tuple(adverbs), zipf)
 
 
 # ----------------------------------------------------------------------------- structures
@@ -533,8 +598,9 @@ def _weighted(rng: random.Random, table):
     return table[-1][0]
 
 
-def _sample_np(rng: random.Random, lex: Lexicon, rel_p: float = 0.0, max_adjectives: int = 2) -> NP:
-    noun = rng.choice(lex.nouns)
+def _sample_np(rng: random.Random, lex: Lexicon, rel_p: float = 0.0, max_adjectives: int = 2,
+               nested_p: float = 0.0) -> NP:
+    noun = lex.pick(rng, lex.nouns)
     plural = rng.random() < P_PLURAL
     number = None
     det = _weighted(rng, _PL_DETS if plural else _SG_DETS)
@@ -542,23 +608,26 @@ def _sample_np(rng: random.Random, lex: Lexicon, rel_p: float = 0.0, max_adjecti
         det = det and "the"
         number = rng.choice(_NUMBER_WORDS)
     k = min(_weighted(rng, ADJECTIVE_COUNT_WEIGHTS), max_adjectives)
-    adjectives = tuple(rng.sample(lex.adjectives, k)) if k else ()
+    adjectives = lex.pick_distinct(rng, lex.adjectives, k) if k else ()
     rel = None
     if rng.random() < rel_p:
         tense = rng.choice(("present", "progressive", "past"))
-        rel = Rel(rng.choice(lex.verbs), tense, _sample_np(rng, lex, max_adjectives=1))
+        rel = Rel(lex.pick(rng, lex.verbs), tense,
+                  _sample_np(rng, lex, rel_p=nested_p, max_adjectives=1, nested_p=nested_p))
     return NP(noun, plural, det, number, adjectives, rel)
 
 
-def sample_clause(rng: random.Random, lex: Lexicon) -> Clause:
-    """One random sentence structure (at most MAX_SOURCE_WORDS source words once rendered)."""
+def sample_clause(rng: random.Random, lex: Lexicon, level: Level = STANDARD) -> Clause:
+    """One random sentence structure (rendered, it may exceed ``level.max_source_words``: the
+    caller draws again)."""
+    rel_p, nested_p = level.p_relative, level.p_nested_relative
     if rng.random() < P_PRONOUN_SUBJECT:
         subj: NP | str = _weighted(rng, PRONOUN_WEIGHTS)
     else:
-        subj = _sample_np(rng, lex, rel_p=P_RELATIVE)
-    verb = rng.choice(lex.verbs)
+        subj = _sample_np(rng, lex, rel_p=rel_p, nested_p=nested_p)
+    verb = lex.pick(rng, lex.verbs)
     tense = _weighted(rng, TENSE_WEIGHTS)
-    obj = _sample_np(rng, lex, rel_p=P_RELATIVE)
+    obj = _sample_np(rng, lex, rel_p=rel_p, nested_p=nested_p)
     obj2 = None
     # No "and" after a relative clause, so "... that V the N and the N" has a single reading.
     if obj.rel is None and rng.random() < P_COORDINATION:
@@ -566,16 +635,17 @@ def sample_clause(rng: random.Random, lex: Lexicon) -> Clause:
     pp = None
     if rng.random() < P_PP:
         pp = PP(rng.choice(_PREP_WORDS), _sample_np(rng, lex, max_adjectives=1))
-    adverb = rng.choice(lex.adverbs) if rng.random() < P_ADVERB else None
+    adverb = lex.pick(rng, lex.adverbs) if rng.random() < P_ADVERB else None
     return Clause(subj, verb, tense, obj, obj2, pp, adverb)
 
 
-def _sample_split(rng: random.Random, lex: Lexicon, n: int, seen: set[str], out: list | None = None) -> list:
+def _sample_split(rng: random.Random, lex: Lexicon, level: Level, n: int, seen: set[str],
+                  out: list | None = None) -> list:
     pairs = []
     while len(pairs) < n:
-        clause = sample_clause(rng, lex)
+        clause = sample_clause(rng, lex, level)
         src, tgt = render_aligned(clause)
-        if len(src) > MAX_SOURCE_WORDS:
+        if len(src) > level.max_source_words:
             continue
         s = " ".join(src)
         if s in seen:
@@ -598,22 +668,30 @@ def generate_corpus(seed: int = 1234, n_train: int = 20000, n_valid: int = 1000,
     return _generate(seed, n_train, n_valid, n_test)
 
 
-def _generate(seed: int, n_train: int, n_valid: int, n_test: int, alignments: list | None = None) -> dict:
-    lex = lexicon(seed)
+def generate_hard_corpus(seed: int = 1234, n_train: int = 20000, n_valid: int = 1000,
+                         n_test: int = 1000) -> dict[str, list[tuple[str, str]]]:
+    """:func:`generate_corpus` at :data:`HARD` (``data=synthetic_hard``)."""
+    return _generate(seed, n_train, n_valid, n_test, level=HARD)
+
+
+def _generate(seed: int, n_train: int, n_valid: int, n_test: int, alignments: list | None = None,
+              level: Level = STANDARD) -> dict:
+    lex = lexicon(seed, level)
     seen: set[str] = set()
     corpus = {}
     for split, n in (("test", n_test), ("validation", n_valid), ("train", n_train)):
         rng = random.Random(f"lmlab-corpus:{seed}:{split}")
-        corpus[split] = _sample_split(rng, lex, n, seen, alignments if split == "train" else None)
+        corpus[split] = _sample_split(rng, lex, level, n, seen, alignments if split == "train" else None)
     return {split: corpus[split] for split in SPLITS}
 
 
 # ----------------------------------------------------------------------------- baseline
 
 @functools.lru_cache(maxsize=4)
-def _dictionary(seed: int) -> tuple[tuple[str, str], ...]:
+def _dictionary(seed: int, level: str) -> tuple[tuple[str, str], ...]:
     aligned: list = []
-    _generate(seed, 20000, 1000, 1000, alignments=aligned)  # exactly the default train split
+    # exactly the default train split
+    _generate(seed, 20000, 1000, 1000, alignments=aligned, level=LEVELS[level])
     counts: dict[str, Counter] = {}
     for src, tgt in aligned:
         per_word: list[list[str]] = [[] for _ in src]
@@ -625,13 +703,13 @@ def _dictionary(seed: int) -> tuple[tuple[str, str], ...]:
     return tuple((s, min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]) for s, c in sorted(counts.items()))
 
 
-def dictionary(seed: int = 1234) -> dict[str, str]:
+def dictionary(seed: int = 1234, level: str = "standard") -> dict[str, str]:
     """The strongest word-for-word dictionary: each source word -> its most frequent translation.
 
     Read off the generator's own word alignments over the default 20k-sentence training split.
     A translation may be several words ("my" -> "lo meo") or empty (subject pronouns are dropped).
     """
-    return dict(_dictionary(seed))
+    return dict(_dictionary(seed, level))
 
 
 def translate_word_for_word(sentence: str, table: dict[str, str]) -> str:
@@ -644,12 +722,12 @@ def translate_word_for_word(sentence: str, table: dict[str, str]) -> str:
     return " ".join(out)
 
 
-def dictionary_bleu(seed: int = 1234, n_test: int = 1000) -> dict:
+def dictionary_bleu(seed: int = 1234, n_test: int = 1000, level: str = "standard") -> dict:
     """sacreBLEU BLEU (13a) and chrF of the word-for-word baseline on the test split."""
     import sacrebleu
 
-    test = generate_corpus(seed, n_train=0, n_valid=0, n_test=n_test)["test"]
-    table = dictionary(seed)
+    test = _generate(seed, 0, 0, n_test, level=LEVELS[level])["test"]
+    table = dictionary(seed, level)
     hyps = [translate_word_for_word(s, table) for s, _ in test]
     refs = [t for _, t in test]
     # force: the sentences end in a separate "." by design; sacrebleu would warn it looks tokenized.
