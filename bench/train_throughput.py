@@ -79,25 +79,26 @@ QUIET = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightnin
 
 # --- the workload -------------------------------------------------------------------------------
 
-def prepare_data(root: Path, n_train: int | None, overrides=()) -> Path:
-    """lmlab's built-in corpus (``data=synthetic``, ``n_train`` training pairs or the config's),
-    downloaded and prepared as the prepare stage does it, into ``root/prepared``."""
-    cfg = build_config(compose([*data_overrides(n_train), *overrides]))
+def prepare_data(root: Path, n_train: int | None, overrides=(), data: str = "synthetic") -> Path:
+    """lmlab's built-in corpus (``data=synthetic`` or another built-in preset, ``n_train`` training
+    pairs or the config's), downloaded and prepared as the prepare stage does it, into
+    ``root/prepared``."""
+    cfg = build_config(compose([*data_overrides(n_train, data), *overrides]))
     download(cfg, root / "raw")
     prepare(cfg, root / "raw", root / "prepared")
     return root / "prepared"
 
 
-def data_overrides(n_train: int | None) -> list[str]:
-    return ["data=synthetic"] + ([f"data.n_train={n_train}"] if n_train else [])
+def data_overrides(n_train: int | None, data: str = "synthetic") -> list[str]:
+    return [f"data={data}"] + ([f"data.n_train={n_train}"] if n_train else [])
 
 
 def run_config(preset: str, device: str, max_steps: int, save_dir: Path, n_train: int | None = None,
-               seed: int | None = None, overrides=()):
+               seed: int | None = None, overrides=(), data: str = "synthetic"):
     """The configuration ``dvc repro`` would train ``preset`` with, for ``max_steps`` steps, its W&B
     logger writing (offline) into ``save_dir``; ``trainer=gpu`` on CUDA."""
     return build_config(compose([
-        f"model={preset}", *(["trainer=gpu"] if device == "cuda" else []), *data_overrides(n_train),
+        f"model={preset}", *(["trainer=gpu"] if device == "cuda" else []), *data_overrides(n_train, data),
         *overrides, f"trainer.max_steps={max_steps}", f"logger.save_dir={save_dir}", "logger.mode=offline",
         *([f"seed={seed}"] if seed is not None else []),
     ]))

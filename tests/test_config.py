@@ -97,3 +97,17 @@ def test_the_default_sweep_and_strategy_selection():
     assert cfg.with_strategy("topp").decoding == cfg.sweep["topp"]
     with pytest.raises(ConfigError, match=r"--strategy nope: no sweep.nope in the config \(sweep has: beam4, topp\)"):
         cfg.with_strategy("nope")
+
+
+def test_learning_rate_and_warmup_follow_the_width_unless_set():
+    """trainer.lr / trainer.warmup_steps null (the presets' default): 2e-3 x 128 / n_embd and
+    150 x sqrt(n_embd / 128) to the nearest 10; tiny keeps the values it was tuned with."""
+    for name, lr, warmup in (("tiny", 2e-3, 150), ("small", 6.67e-4, 260), ("base", 5e-4, 300),
+                             ("large", 2.5e-4, 420), ("gpt2-124m", 3.33e-4, 370)):
+        t = build_config(compose([f"model={name}"])).trainer
+        assert (t.lr, t.warmup_steps) == (lr, warmup), name
+    t = build_config(compose(["model=small", "trainer.lr=0.001", "trainer.warmup_steps=0"])).trainer
+    assert (t.lr, t.warmup_steps) == (0.001, 0)  # a value set by hand wins
+    t = build_config(compose(["model.n_embd=256", "model.n_head=4"])).trainer
+    assert (t.lr, t.warmup_steps) == (1e-3, 210)  # any width, not only the presets'
+    assert compose([])["trainer"]["lr"] is None  # params.yaml keeps null; the built config has the value

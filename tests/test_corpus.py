@@ -230,3 +230,39 @@ def test_language_modelling_text_is_three_source_sentences_per_line():
     assert text["test"][0] == " ".join(src for src, _ in pairs["test"][:3])
     assert text["train"][-1] == " ".join(src for src, _ in pairs["train"][-3:])
     assert generate_lm_text(n_train=30, n_valid=5, n_test=5) == text
+
+
+def test_the_standard_level_is_the_corpus_it_always_was():
+    """Level STANDARD (data=synthetic) is byte for byte the corpus of before the levels existed:
+    the digest below was computed with that code (commit 4eb4d78)."""
+    assert corpus.LEVELS["standard"] == corpus.Level()
+    assert _digest(generate_corpus(seed=5, **SMALL)) == "3be173646cba9fff77bfcd3eea1f82b74b3c4b5b11fd64e625b33b8d97d08202"
+
+
+def test_the_hard_level_has_a_long_tail_irregular_verbs_and_nested_relatives():
+    hard = corpus.HARD
+    lex = lexicon(1234, hard)
+    assert (len(lex.nouns), len(lex.adjectives), len(lex.verbs), len(lex.adverbs)) == (3150, 400, 200, 500)
+    # irregular: the past and future forms do not share the present's stem
+    irregular = [v for v in lex.verbs if not v.tgt.participle.startswith(v.tgt.present["1sg"][:-1])]
+    assert 0.2 < len(irregular) / len(lex.verbs) < 0.4
+    c = corpus.generate_hard_corpus(seed=1234, n_train=4000, n_valid=100, n_test=100)
+    words = Counter(w for s, _ in c["train"] for w in s.split())
+    counts = sorted((words[n.src[0]] + words[n.src_pl[0]] for n in lex.nouns[:N_SIMPLE]), reverse=True)
+    assert counts[0] > 20 * max(counts[500], 1)  # Zipfian: the head is far more frequent than the tail
+    lengths = [len(s.split()) for s, _ in c["train"]]
+    assert max(lengths) <= hard.max_source_words and max(lengths) > corpus.MAX_SOURCE_WORDS
+    rng = random.Random(0)
+    nested = sum(1 for _ in range(2000) if _has_nested_relative(corpus.sample_clause(rng, lex, hard)))
+    assert nested > 20
+    # the same lexicon and sentences at STANDARD never nest
+    rng = random.Random(0)
+    assert not any(_has_nested_relative(corpus.sample_clause(rng, lexicon(1234))) for _ in range(2000))
+
+
+N_SIMPLE = 3000  # HARD's simple nouns (the compounds follow them)
+
+
+def _has_nested_relative(clause) -> bool:
+    nps = [n for n in (clause.subj, clause.obj) if isinstance(n, NP)]
+    return any(n.rel is not None and n.rel.obj.rel is not None for n in nps)

@@ -8,6 +8,7 @@ import gzip
 
 import pytest
 import yaml
+from test_sources import cache_repo, hub_fixture
 
 from lmlab.config import CONF_DIR, build_config, compose
 
@@ -15,7 +16,14 @@ RECIPES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 def test_there_are_recipes():
-    assert "multi30k_en_fr" in RECIPES
+    assert {"multi30k_en_fr", "multi30k_de_en", "multi30k_de_en_gpu", "shakespeare_char",
+            "shakespeare_char_gpu"} <= set(RECIPES)
+
+
+def test_multi30k_de_en_is_the_en_fr_recipe_on_other_data():
+    fr, de = compose(["experiment=multi30k_en_fr"]), compose(["experiment=multi30k_de_en"])
+    assert {k: v for k, v in fr.items() if k != "data"} == {k: v for k, v in de.items() if k != "data"}
+    assert de["data"] == compose(["data=multi30k"])["data"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -54,3 +62,23 @@ def test_multi30k_en_fr_downloads_and_prepares_the_official_layout(tmp_path, cap
     assert "train 40, validation 6, test 5" in out
     assert (tmp_path / "raw" / "test.target").read_text().splitlines()[4] == "un chien court sur l' herbe numéro 4 ."
     assert (tmp_path / "prepared" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if build_config(compose([f"experiment={r}"])).data.loader != "local"])
+def test_a_recipe_downloads_and_prepares_offline(recipe, hf_home, tmp_path, capsys):
+    """What `dvc exp run -S experiment=NAME` runs first, offline: a Hub recipe on fixture files in
+    its repository's layout (tests/test_sources.py), a built-in one on a small corpus."""
+    import download
+    import prepare
+
+    cfg = build_config(compose([f"experiment={recipe}"]))
+    args = [f"experiment={recipe}", "tokenizer.min_frequency=1"]
+    if cfg.data.loader == "hub":
+        cache_repo(hf_home, cfg.data.repo, cfg.data.revision, hub_fixture(cfg.data.name)[0])
+        if cfg.tokenizer.kind != "char":
+            args.append("tokenizer.vocab_size=60")
+    else:
+        args += ["data.n_train=200", "data.n_valid=20", "data.n_test=20", "tokenizer.vocab_size=300"]
+    assert download.main(["--raw-dir", str(tmp_path / "raw"), *args]) == 0
+    assert prepare.main(["--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path / "prepared"), *args]) == 0
+    assert (tmp_path / "prepared" / "tokenizer.json").is_file() and "error" not in capsys.readouterr().err

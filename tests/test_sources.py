@@ -40,18 +40,6 @@ def read_raw(raw: Path) -> dict[str, list[str]]:
     return {f.name: f.read_text(encoding="utf-8").split("\n") for f in sorted(raw.iterdir())}
 
 
-@pytest.fixture
-def hf_home(tmp_path, monkeypatch):
-    """An empty Hugging Face home, offline."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "HF_ENDPOINT",
-                "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME",
-                "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf"
-
-
 # --- the presets ----------------------------------------------------------------------------------
 
 

@@ -30,11 +30,14 @@ def count_parameters(name: str, vocab_size: int) -> int:
 
 
 def table(vocab_sizes: tuple[int, ...] = (6000, GPT2_VOCAB)) -> str:
-    """Markdown table of every preset: architecture, dims, layers, heads, parameters."""
-    head = ["preset", "arch", "n_embd", "d_ff", "layers (enc+dec)", "heads", "positions", "FFN"]
+    """Markdown table of every preset: architecture, dims, layers, heads, dropout, the learning
+    rate and warm-up its width calls for (``config.lr_for_width``), parameters."""
+    head = ["preset", "arch", "n_embd", "d_ff", "layers (enc+dec)", "heads", "positions", "FFN",
+            "dropout", "lr", "warm-up"]
     head += [f"params @ {v:,} vocab" for v in vocab_sizes]
     rows = []
-    models = {name: build_config(compose([f"model={name}"])).model for name in preset_names()}
+    configs = {name: build_config(compose([f"model={name}"])) for name in preset_names()}
+    models = {name: c.model for name, c in configs.items()}
     counts = {name: [count_parameters(name, v) for v in vocab_sizes] for name in models}
     # encoder-decoder first, then by size
     for name in sorted(models, key=lambda n: (models[n].arch != "encoder-decoder", counts[n][0])):
@@ -42,7 +45,8 @@ def table(vocab_sizes: tuple[int, ...] = (6000, GPT2_VOCAB)) -> str:
         layers = (f"{m.n_decoder_layer}" if m.arch == "decoder-only"
                   else f"{m.n_encoder_layer}+{m.n_decoder_layer}")
         row = [f"`{name}`", m.arch, str(m.n_embd), str(m.d_ff), layers, str(m.n_head), m.positions,
-               m.activation]
+               m.activation, f"{m.dropout:g}", f"{configs[name].trainer.lr:.3g}",
+               str(configs[name].trainer.warmup_steps)]
         row += [f"{n / 1e6:.2f}M" for n in counts[name]]
         rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
