@@ -13,7 +13,7 @@ from lmlab.model.checkpoint import load_model
 # tiny models, a tiny vocabulary and small batches; dropout 0 so that the two paths can agree bit
 # for bit; a checkpoint and log lines inside the timed window, as in the full-size bench
 SHRINK = ["model.dropout=0.0", "model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1", "model.d_ff=64",
-          "tokenizer.vocab_size=300", "trainer.batch_size=32", "trainer.warmup_steps=2",
+          "tokenizer.vocab_size=300", "trainer.batch_size=32", "trainer.lr=0.002", "trainer.warmup_steps=2",
           "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=2"]
 N_TRAIN = 200  # 7 batches of 32: the 10 steps below cross an epoch boundary
 LAYERS = {"tiny": ["model.n_encoder_layer=1"], "gpt-tiny": []}

@@ -99,3 +99,13 @@ def test_significance_marks_and_the_csv(tmp_path):
         ("tiny", "greedy", "", ""), ("tiny", "beam4", "1.0", ""), ("small", "greedy", "", "0.0099")]
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
         "quality_vs_params.png", "quality_vs_speed.png", "val_loss.png"]
+
+
+def test_a_null_learning_rate_is_shown_and_matched_as_the_rate_the_width_gave():
+    """params.yaml keeps trainer.lr null (the width rule); the report labels rows with the rate the
+    run used, and an older experiment that set that same rate by hand is the same setup."""
+    results = collect(show(exp("old", "1" * 40, "2026-01-02", lr=8e-3, bleu=10.0),  # n_embd 32: the rule's 8e-3
+                           exp("new", "2" * 40, "2026-01-03", lr=None, bleu=11.0),
+                           exp("slow", "3" * 40, "2026-01-04", lr=1e-3, bleu=7.0)))
+    assert cells(results) == [("tiny (trainer.lr=0.001)", "greedy", "slow", 7.0),
+                              ("tiny (trainer.lr=0.008)", "greedy", "new", 11.0)]

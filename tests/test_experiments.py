@@ -82,3 +82,14 @@ def test_a_recipe_downloads_and_prepares_offline(recipe, hf_home, tmp_path, caps
     assert download.main(["--raw-dir", str(tmp_path / "raw"), *args]) == 0
     assert prepare.main(["--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path / "prepared"), *args]) == 0
     assert (tmp_path / "prepared" / "tokenizer.json").is_file() and "error" not in capsys.readouterr().err
+
+
+def test_no_unfilled_figure_is_left_in_the_recipes_or_the_readme():
+    """Figures are written in after a run; a placeholder left behind would read as a result."""
+    import re
+
+    from conftest import ROOT
+
+    texts = {p.name: p.read_text() for p in [ROOT / "README.md", *(CONF_DIR / "experiment").glob("*.yaml")]}
+    left = {name: re.findall(r"\b[A-Z0-9]+_(?:CELL|RESULT|LINE|TABLE)\b", t) for name, t in texts.items()}
+    assert {k: v for k, v in left.items() if v} == {}

@@ -593,7 +593,7 @@ def build_config(raw: Mapping) -> Config:
 # Hyper-parameters that follow the model's size (README, "Hyper-parameters that follow size").
 # Adam's best learning rate falls as a Transformer gets wider: in proportion to 1/width for the
 # hidden layers under muP (Yang et al. 2022, "Tensor Programs V"), and GPT-3's table (Brown et al.
-# 2020, Table 2.1) halves it from 768 to 2048 wide. lmlab's rule is anchored on the width its CPU
+# 2020, Table 2.1) cuts it to a third from 768 to 2048 wide. lmlab's rule is anchored on the width its CPU
 # default was tuned at; a set trainer.lr / trainer.warmup_steps always wins.
 RULE_WIDTH = 128      # model.n_embd of `tiny`, where trainer.lr = RULE_LR was tuned
 RULE_LR = 2e-3

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmlab.config import lr_for_width, warmup_for_width
 from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, paired_bootstrap
 from lmlab.files import atomic_write_text
 from lmlab.report.report import flatten, markdown_cell, new_axes, plot_curves, save_figure
@@ -94,7 +95,7 @@ def collect(show: list[dict], only: list[str] | None = None) -> list[Result]:
     for name, rev, timestamp, data in _experiments(show):
         if only and name not in only and not any(rev.startswith(o) for o in only):
             continue
-        params = _file(data["params"], "params.yaml")
+        params = as_trained(_file(data["params"], "params.yaml"))
         metrics, train = data["metrics"], _file(data["metrics"], TRAIN_FILE)
         base = {k: v for k, v in params.items() if k not in ("decoding", "sweep")}
         decoding = params.get("decoding") or {}
@@ -112,6 +113,19 @@ def collect(show: list[dict], only: list[str] | None = None) -> list[Result]:
             results.append(Result(name, rev, timestamp, flatten({**base, "decoding": settings}), label,
                                   m, _file(metrics, decode_file), train, generations))
     return _label(_dedupe(results))
+
+
+def as_trained(params: dict) -> dict:
+    """An experiment's params with a null ``trainer.lr`` / ``trainer.warmup_steps`` replaced by the
+    value the model's width gave the run (``config.lr_for_width``), so that rows show the rate
+    used, and an older experiment that set the same value by hand is the same setup."""
+    trainer, width = dict(params.get("trainer") or {}), (params.get("model") or {}).get("n_embd")
+    if not width:
+        return params
+    for key, rule in (("lr", lr_for_width), ("warmup_steps", warmup_for_width)):
+        if key in trainer and trainer[key] is None:
+            trainer[key] = rule(width)
+    return {**params, "trainer": trainer}
 
 
 def _dedupe(results: list[Result]) -> list[Result]:
