@@ -76,13 +76,14 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(run)
                 print(f"{preset} seed {seed}: best val/loss {run['best_val_loss']:.4f} after {run['steps']} steps "
                       f"({run['n_parameters']:,} parameters, {run['seconds']:.0f} s)", flush=True)
-    loss = {p: benchlib.median(r["best_val_loss"] for r in runs if r["preset"] == p) for p in args.presets}
-    ratios = [next(r["best_val_loss"] for r in runs if r["preset"] == large and r["seed"] == s)
-              / next(r["best_val_loss"] for r in runs if r["preset"] == small and r["seed"] == s) for s in args.seeds]
+    best = {(r["preset"], r["seed"]): r["best_val_loss"] for r in runs}
+    loss = {p: benchlib.median(best[p, s] for s in args.seeds) for p in args.presets}
+    ratios = [best[large, s] / best[small, s] for s in args.seeds]
     result = {"data": args.data, "steps": args.steps, "seeds": args.seeds, f"{small}_val_loss": round(loss[small], 4),
               f"{large}_val_loss": round(loss[large], 4),
               f"{large}_vs_{small}_val_loss_ratio": round(benchlib.median(ratios), 4)}
     return benchlib.finish(benchlib.record_path(args.record, "size_scaling", "cpu"), result, runs, meta)
+
 
 if __name__ == "__main__":
     main()

@@ -266,3 +266,11 @@ N_SIMPLE = 3000  # HARD's simple nouns (the compounds follow them)
 def _has_nested_relative(clause) -> bool:
     nps = [n for n in (clause.subj, clause.obj) if isinstance(n, NP)]
     return any(n.rel is not None and n.rel.obj.rel is not None for n in nps)
+
+
+def test_the_dictionary_reads_each_levels_default_training_split():
+    """corpus.DEFAULT_N_TRAIN repeats the data presets' n_train (corpus.py cannot read conf/)."""
+    from lmlab.config import compose
+
+    for level, preset in (("standard", "synthetic"), ("hard", "synthetic_hard")):
+        assert corpus.DEFAULT_N_TRAIN[level] == compose([f"data={preset}"])["data"]["n_train"]

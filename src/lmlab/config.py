@@ -584,10 +584,8 @@ def build_config(raw: Mapping) -> Config:
     """The one constructor of a validated ``Config``, for both the Hydra and the DVC door. A null
     ``trainer.lr`` or ``trainer.warmup_steps`` becomes the value the model's width calls for."""
     cfg = _build(Config, raw, "")
-    tc, width = cfg.trainer, cfg.model.n_embd
     return dataclasses.replace(cfg, trainer=dataclasses.replace(
-        tc, lr=lr_for_width(width) if tc.lr is None else tc.lr,
-        warmup_steps=warmup_for_width(width) if tc.warmup_steps is None else tc.warmup_steps))
+        cfg.trainer, **follow_width(vars(cfg.trainer), cfg.model.n_embd)))
 
 
 # Hyper-parameters that follow the model's size (README, "Hyper-parameters that follow size").
@@ -609,6 +607,13 @@ def warmup_for_width(n_embd: int) -> int:
     """Warm-up steps for a model ``n_embd`` wide: RULE_WARMUP x sqrt(n_embd / RULE_WIDTH), so a
     wider model, whose early updates are larger relative to its weights, warms up for longer."""
     return int(round(RULE_WARMUP * math.sqrt(n_embd / RULE_WIDTH), -1))
+
+
+def follow_width(trainer: Mapping, n_embd: int) -> dict:
+    """The keys of ``trainer`` (a trainer section) that the width rule fills: each of ``lr`` and
+    ``warmup_steps`` that is there and null, with the value a model ``n_embd`` wide calls for."""
+    return {key: rule(n_embd) for key, rule in (("lr", lr_for_width), ("warmup_steps", warmup_for_width))
+            if key in trainer and trainer[key] is None}
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmlab.config import lr_for_width, warmup_for_width
+from lmlab.config import follow_width
 from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, paired_bootstrap
 from lmlab.files import atomic_write_text
 from lmlab.report.report import flatten, markdown_cell, new_axes, plot_curves, save_figure
@@ -117,15 +117,13 @@ def collect(show: list[dict], only: list[str] | None = None) -> list[Result]:
 
 def as_trained(params: dict) -> dict:
     """An experiment's params with a null ``trainer.lr`` / ``trainer.warmup_steps`` replaced by the
-    value the model's width gave the run (``config.lr_for_width``), so that rows show the rate
-    used, and an older experiment that set the same value by hand is the same setup."""
-    trainer, width = dict(params.get("trainer") or {}), (params.get("model") or {}).get("n_embd")
+    value the model's width gave the run (``config.follow_width``, as ``build_config`` does), so
+    that rows show the rate used, and an older experiment that set the same value by hand is the
+    same setup."""
+    trainer, width = params.get("trainer") or {}, (params.get("model") or {}).get("n_embd")
     if not width:
         return params
-    for key, rule in (("lr", lr_for_width), ("warmup_steps", warmup_for_width)):
-        if key in trainer and trainer[key] is None:
-            trainer[key] = rule(width)
-    return {**params, "trainer": trainer}
+    return {**params, "trainer": {**trainer, **follow_width(trainer, width)}}
 
 
 def _dedupe(results: list[Result]) -> list[Result]:
