@@ -77,6 +77,9 @@ class DataConfig:
     source_field: str | None = None
     target_field: str | None = None
     text_field: str | None = None
+    # language_modeling: keep blank lines, each as an empty example (a lone <eos> in the token
+    # stream, as "\n\n" is in the raw text); false drops them
+    keep_blank_lines: bool = False
 
     def check(self) -> None:
         _require(bool(self.name), "data.name", self.name, "must not be empty")
@@ -87,6 +90,8 @@ class DataConfig:
             value = getattr(self, key)
             _require(value is None or self._is_lang_code(value), f"data.{key}", value,
                      "must be an ISO 639 code such as en, de or pt-BR, or null")
+        _require(not self.keep_blank_lines or self.task == "language_modeling", "data.keep_blank_lines",
+                 self.keep_blank_lines, "is read for data.task=language_modeling only: set it to false")
         if self.task == "language_modeling":
             _require(self.target_lang is None, "data.target_lang", self.target_lang,
                      "must be null for data.task=language_modeling (there is no target side)")

@@ -108,9 +108,10 @@ def one_line(text: str) -> str:
     return " ".join(line.strip() for line in lines if line.strip())
 
 
-def text_lines(text: str) -> list[str]:
-    """The non-blank lines of ``text``, stripped."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
+def text_lines(text: str, keep_blank: bool = False) -> list[str]:
+    """The lines of ``text``, stripped; the blank ones (an empty ``text`` is one) become "" with
+    ``keep_blank``, else they are left out."""
+    return [line.strip() for line in text.splitlines() or [""] if keep_blank or line.strip()]
 
 
 def _field(record: Mapping, path: str, key: str, where: str, index: int) -> str:
@@ -134,7 +135,7 @@ def _field(record: Mapping, path: str, key: str, where: str, index: int) -> str:
 def _examples(d: DataConfig, records: Iterable[Mapping], where: str) -> Iterator[Example]:
     if d.task == "language_modeling":
         for i, record in enumerate(records):
-            yield from text_lines(_field(record, d.text_field, "text_field", where, i))
+            yield from text_lines(_field(record, d.text_field, "text_field", where, i), d.keep_blank_lines)
         return
     for i, record in enumerate(records):
         source = one_line(_field(record, d.source_field, "source_field", where, i))
@@ -342,7 +343,7 @@ def _count_lines(path: Path) -> int:
 def _text_examples(d: DataConfig, i: int) -> Iterator[Example]:
     if d.task == "language_modeling":
         path = _local_file(d, i, d.text_field or "txt", "data.text_field" if d.text_field else None)
-        return (line for text in _read_lines(path) for line in text_lines(text))
+        return (line for text in _read_lines(path) for line in text_lines(text, d.keep_blank_lines))
     source = _local_file(d, i, d.source_field or d.source_lang,
                          "data.source_field" if d.source_field else "data.source_lang")
     target = _local_file(d, i, d.target_field or d.target_lang,
