@@ -21,9 +21,12 @@ import pytest
 
 import download as download_stage
 from lmlab.config import CONF_DIR, ConfigError, build_config, compose
+from lmlab.data.batching import TextDataset
 from lmlab.data.corpus import generate_corpus
 from lmlab.data.download import download
+from lmlab.data.prepare import prepare
 from lmlab.data.sources import BUILTIN_CORPORA, SourceError, SourceNotFound, load_splits
+from lmlab.data.tokenizer import EOS, decode, load_tokenizer
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 HUB_PRESETS = ["cnn_dailymail", "iwslt2017_de_en", "multi30k", "tiny_shakespeare", "wikitext103",
@@ -350,6 +353,52 @@ def test_local_text_for_language_modelling(tmp_path):
     assert read_raw(tmp_path / "raw")["validation.text"] == ["validation one", "validation two", ""]
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
         "test.text", "train.text", "validation.text"]
+
+
+def test_keep_blank_lines_keeps_them_as_empty_lines_that_become_lone_eos(tmp_path):
+    for split in SPLIT_NAMES:
+        write(tmp_path / f"{split}.txt", ["ROMEO:", "  Speak. ", "", "JULIET:", " ", "Ay."])
+    cfg = local(tmp_path, "data.task=language_modeling", "data.keep_blank_lines=true", "tokenizer=char",
+                "tokenizer.min_frequency=1")
+    download(cfg, tmp_path / "raw")
+    assert read_raw(tmp_path / "raw")["test.text"] == ["ROMEO:", "Speak.", "", "JULIET:", "", "Ay.", ""]
+    prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    tokenizer = load_tokenizer(tmp_path / "prepared" / "tokenizer.json")
+    stream = TextDataset(tmp_path / "prepared", "test", 1).stream.tolist()
+    lines = [decode(tokenizer, ids, "text") for ids in split_at(stream, EOS)]
+    assert lines == ["ROMEO:", "Speak.", "", "JULIET:", "", "Ay."]  # a blank line is EOS EOS
+    assert stream.count(EOS) == 6
+
+
+def split_at(stream: list[int], sep: int) -> list[list[int]]:
+    """``stream`` cut after every ``sep``, which is dropped (the stream ends with one)."""
+    out, cur = [], []
+    for token in stream:
+        if token == sep:
+            out.append(cur)
+            cur = []
+        else:
+            cur.append(token)
+    assert not cur
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny_shakespeare", "wikitext2"])
+def test_hub_text_with_keep_blank_lines(name, hf_home, tmp_path):
+    cfg = build_config(compose(["model=gpt-tiny", f"data={name}", "data.keep_blank_lines=true"]))
+    cache_repo(hf_home, cfg.data.repo, cfg.data.revision, hub_fixture(name)[0])
+    download(cfg, tmp_path / "raw")
+    assert read_raw(tmp_path / "raw")["train.text"] == {
+        # a blank record (WikiText's paragraph break) is a blank line too
+        "wikitext2": ["", "= Valkyria Chronicles III =", "", "Senjō no Valkyria 3 is a game .", ""],
+        "tiny_shakespeare": ["First Citizen:", "Before we proceed any further, hear me speak.", "", "All:",
+                             "Speak, speak.", ""]}[name]
+
+
+def test_keep_blank_lines_is_for_language_modelling_only():
+    with pytest.raises(ConfigError, match=r"^data.keep_blank_lines=True is read for "
+                                          r"data.task=language_modeling only: set it to false$"):
+        data_config("data.keep_blank_lines=true")
 
 
 def test_local_tsv_jsonl_and_parquet_with_field_paths(tmp_path):

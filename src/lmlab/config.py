@@ -279,6 +279,9 @@ class TrainerConfig:
     fused_adamw: bool = True
     average_last: int = 0
     block_size: int = 128  # language modelling: tokens per training sequence (<= model.max_len)
+    # language modelling: a training block starts every N tokens of the stream (null: block_size,
+    # blocks side by side; 1: at every position, windows at any offset as in nanoGPT)
+    block_stride: int | None = None
 
     def check(self) -> None:
         _require(self.accelerator in ("cpu", "gpu", "cuda", "auto"), "trainer.accelerator",
@@ -304,6 +307,8 @@ class TrainerConfig:
         _require(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio", self.min_lr_ratio,
                  "must be in [0, 1]")
         _require(self.block_size >= 1, "trainer.block_size", self.block_size, "must be >= 1")
+        _require(self.block_stride is None or 1 <= self.block_stride <= self.block_size, "trainer.block_stride",
+                 self.block_stride, f"must be null or in [1, trainer.block_size={self.block_size}]")
         for key in ("num_workers", "average_last"):
             _require(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "must be >= 0")
         _require(self.warmup_steps is None or self.warmup_steps >= 0, "trainer.warmup_steps",

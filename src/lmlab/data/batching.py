@@ -69,20 +69,26 @@ class PairDataset(Dataset):
 
 class TextDataset(Dataset):
     """Language modelling: the lines of one split in ``prepared_dir`` (``{split}.text``) read as
-    one stream, EOS after every line, cut into consecutive blocks of ``block + 1`` tokens (a
-    block's inputs and its next-token labels share all but one token). The tail shorter than a
-    block is left out.
+    one stream, EOS after every line, cut into blocks of ``block + 1`` tokens (a block's inputs and
+    its next-token labels share all but one token), one starting every ``stride`` tokens (default
+    ``block``: side by side, each token predicted once; 1: a block at every position, so that a
+    shuffled epoch draws windows at any offset, as nanoGPT's random batches do). The tail shorter
+    than a block is left out.
 
-    Example: lines [5 6] [7], block 2 -> stream 5 6 EOS 7 EOS -> blocks [5 6 EOS], [EOS 7 EOS].
+    Example: lines [5 6] [7], block 2 -> stream 5 6 EOS 7 EOS -> blocks [5 6 EOS], [EOS 7 EOS];
+    with stride 1 also [6 EOS 7] between them.
     """
 
-    def __init__(self, prepared_dir: str | Path, split: str, block: int):
+    def __init__(self, prepared_dir: str | Path, split: str, block: int, stride: int | None = None):
+        stride = block if stride is None else stride
         if block < 1:
             raise ValueError(f"trainer.block_size={block} must be >= 1")
+        if not 1 <= stride <= block:
+            raise ValueError(f"trainer.block_stride={stride} must be in [1, trainer.block_size={block}]")
         text = TokenArray(Path(prepared_dir) / f"{split}.text")
         self.stream = np.insert(np.asarray(text.ids), text.offsets[1:], EOS)  # (tokens + lines,)
-        self.block = block
-        self.n = max(0, (len(self.stream) - 1) // block)
+        self.block, self.stride = block, stride
+        self.n = max(0, (len(self.stream) - 1 - block) // stride + 1)
         if self.n == 0:
             raise ValueError(f"{prepared_dir}/{split}.text holds {len(self.stream)} tokens: fewer "
                              f"than one block of trainer.block_size={block} + 1")
@@ -94,7 +100,8 @@ class TextDataset(Dataset):
         return np.full(self.n, self.block, dtype=np.int64)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.stream[i * self.block: (i + 1) * self.block + 1].astype(np.int64)
+        start = i * self.stride
+        return self.stream[start: start + self.block + 1].astype(np.int64)
 
 
 def collate_blocks(items):

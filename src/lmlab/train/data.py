@@ -13,22 +13,23 @@ from lmlab.data.batching import BucketBatchSampler, PairDataset, TextDataset, co
 
 class TokenDataModule(pl.LightningDataModule):
     """Training and validation pairs in length-bucketed batches, or with ``block`` (language
-    modelling) blocks of the text stream. The samplers are built once the trainer knows this
+    modelling) blocks of the text stream, the training ones starting every ``stride`` tokens. The samplers are built once the trainer knows this
     process's rank, so under DDP each rank reads its own share of batches."""
 
     def __init__(self, prepared_dir, batch_size: int | None, seed: int, max_len: int,
                  decoder_only: bool = False, max_tokens: int | None = None, num_workers: int = 0,
-                 accumulate: int = 1, block: int | None = None):
+                 accumulate: int = 1, block: int | None = None, stride: int | None = None):
         super().__init__()
         self.prepared_dir, self.batch_size, self.seed = Path(prepared_dir), batch_size, seed
         self.max_len, self.decoder_only, self.max_tokens = max_len, decoder_only, max_tokens
-        self.num_workers, self.accumulate, self.block = num_workers, accumulate, block
+        self.num_workers, self.accumulate, self.block, self.stride = num_workers, accumulate, block, stride
         self.collate = collate_blocks if block else collate_for(decoder_only, max_len)
         self.train_set = self.val_set = None
 
     def dataset(self, split: str):
         if self.block:
-            return TextDataset(self.prepared_dir, split, self.block)
+            # training blocks start every `stride` tokens; validation's lie side by side
+            return TextDataset(self.prepared_dir, split, self.block, self.stride if split == "train" else None)
         # a decoder-only model reads source and target together: half the length for the source
         max_src = self.max_len // 2 if self.decoder_only else self.max_len
         return PairDataset(self.prepared_dir, split, max_src, self.decoder_only)

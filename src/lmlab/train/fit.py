@@ -73,7 +73,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     block = tc.block_size if cfg.data.task == "language_modeling" else None
     data = TokenDataModule(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len,
                            mcfg.arch == "decoder-only", tc.max_tokens, tc.num_workers,
-                           tc.accumulate_grad_batches, block)
+                           tc.accumulate_grad_batches, block, tc.block_stride)
 
     data.setup()
     fp = fingerprint(cfg, tokenizer_json, len(data.train_set))
