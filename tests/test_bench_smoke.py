@@ -2,6 +2,7 @@
 script records every run and ends in its JSON; bench/decode_speed.py ends in its JSON too."""
 
 import json
+import math
 import os
 
 import pytest
@@ -121,3 +122,60 @@ def test_size_scaling_trains_both_presets_per_seed_and_ends_in_its_ratio(capsys,
     loss = {(r["preset"], r["seed"]): r["best_val_loss"] for r in runs}
     ratios = sorted(loss[("small", s)] / loss[("tiny", s)] for s in (1, 2))
     assert result["small_vs_tiny_val_loss_ratio"] == round((ratios[0] + ratios[1]) / 2, 4)
+
+
+SPEECHES = "".join(f"PERSON {i % 3}:\nWords of line {i}, and more words.\nA second line {i * 7}.\n\n"
+                   for i in range(40))
+SMALL_GPT = ["model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1", "model.d_ff=128"]
+
+
+def test_char_lm_parity_reads_the_very_characters_lmlab_trains_and_scores_on(tmp_path):
+    """lmlab's validation stream is the validation text character for character (a newline is
+    <eos>, a blank line a lone <eos>), so the two losses average the same predictions."""
+    import char_lm_parity as clp
+
+    from lmlab.data.batching import TextDataset
+    from lmlab.data.download import download
+    from lmlab.data.prepare import prepare
+    from lmlab.data.tokenizer import EOS, load_tokenizer
+
+    train_text, val_text = clp.split_text(SPEECHES, tmp_path / "text")
+    assert train_text + val_text == SPEECHES and len(train_text) == int(0.9 * len(SPEECHES))
+    cfg = clp.lmlab_config(tmp_path / "text", 5, 1, tmp_path / "logs")
+    download(cfg, tmp_path / "raw")
+    prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    tokenizer = load_tokenizer(tmp_path / "prepared" / "tokenizer.json")
+    stream = TextDataset(tmp_path / "prepared", "validation", cfg.trainer.block_size).stream.tolist()
+    assert "".join("\n" if t == EOS else tokenizer.decode([t], "text") for t in stream) == val_text
+    blocks = clp.val_blocks(torch.arange(len(val_text)), cfg.trainer.block_size)
+    lmlab_blocks = TextDataset(tmp_path / "prepared", "validation", cfg.trainer.block_size)
+    assert blocks.shape == (len(lmlab_blocks), cfg.trainer.block_size + 1)
+
+
+def test_nanogpt_schedule_warms_up_then_falls_to_the_floor():
+    from char_lm_parity import nanogpt_lr
+
+    assert [round(nanogpt_lr(s, 1e-3, 1e-4, 100, 2000), 8) for s in (0, 99, 100, 1050, 2000)] == [
+        round(1e-3 / 101, 8), round(1e-3 * 100 / 101, 8), 1e-3, 5.5e-4, 1e-4]
+
+
+def test_char_lm_parity_alternates_the_sides_and_ends_in_its_ratios(capsys, tmp_path):
+    import char_lm_parity as clp
+
+    text = tmp_path / "input.txt"
+    text.write_text(SPEECHES, encoding="utf-8")
+    record = tmp_path / "record.json"
+    result = clp.main(["--text", str(text), "--steps", "3", "--seeds", "1,2", "--record", str(record),
+                       *[f"--override={o}" for o in SMALL_GPT]])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    runs = json.loads(record.read_text())["runs"]
+    assert [(r["side"], r["seed"]) for r in runs] == [("lmlab", 1), ("reference", 1), ("reference", 2), ("lmlab", 2)]
+    loss = {(r["side"], r["seed"]): r["val_loss"] for r in runs}
+    # three steps from a 0.02 init: each near ln(its vocabulary): the text's characters, and for
+    # lmlab those less the newline (<eos>) plus its four special tokens
+    chars = len(set(SPEECHES))
+    vocab = {"reference": chars, "lmlab": chars - 1 + 4}
+    assert all(abs(v - math.log(vocab[side])) < 0.1 for (side, _), v in loss.items()), loss
+    ratios = sorted(loss["lmlab", s] / loss["reference", s] for s in (1, 2))
+    assert result["val_loss_ratio"] == round((ratios[0] + ratios[1]) / 2, 4)
+    assert result["val_characters"] == len(SPEECHES) - int(0.9 * len(SPEECHES))

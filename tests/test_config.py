@@ -66,6 +66,8 @@ def test_transformer_base_and_big_dimensions():
                        "model.arch=encoder-decoder (model=tiny): choose one with model=gpt-tiny"),
     (["data=lm_text", "model=gpt-tiny", "trainer.block_size=600"], "trainer.block_size=600 must be <= model.max_len=512"),
     (["decoding.prompt_tokens=0"], "decoding.prompt_tokens=0 must be >= 1"),
+    (["trainer.block_stride=200"], "trainer.block_stride=200 must be null or in [1, trainer.block_size=128]"),
+    (["data.keep_blank_lines=true"], "data.keep_blank_lines=True is read for data.task=language_modeling only"),
 ])
 def test_validation_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -11,6 +11,7 @@ from lmlab.data.batching import (
     pad_batch,
 )
 from lmlab.data.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, TokenArray, decode, encode_lines, train_bpe, write_array
+from lmlab.train.data import TokenDataModule
 
 TEXT = ["the cat sat on the mat .", "a dog ran near the cat .", "la chatte est assise ."] * 20
 
@@ -138,3 +139,25 @@ def test_text_dataset_reads_the_lines_as_one_stream_in_blocks(tmp_path):
     assert len(TextDataset(tmp_path, "test", 8)) == 1
     with pytest.raises(ValueError, match="holds 9 tokens: fewer than one block of trainer.block_size=9"):
         TextDataset(tmp_path, "test", 9)
+
+
+def test_text_dataset_with_a_stride_starts_a_block_every_stride_tokens(tmp_path):
+    write_array(tmp_path / "test.text", [[5, 6], [], [7, 8]], vocab_size=100)
+    # stream 5 6 EOS EOS 7 8 EOS (7 tokens; the empty line is a lone EOS)
+    every = TextDataset(tmp_path, "test", 2, stride=1)
+    assert [every[i].tolist() for i in range(len(every))] == [
+        [5, 6, EOS], [6, EOS, EOS], [EOS, EOS, 7], [EOS, 7, 8], [7, 8, EOS]]
+    assert every.lengths().tolist() == [2] * 5
+    third = TextDataset(tmp_path, "test", 3, stride=2)
+    assert [third[i].tolist() for i in range(len(third))] == [[5, 6, EOS, EOS], [EOS, EOS, 7, 8]]
+    assert len(TextDataset(tmp_path, "test", 2, stride=2)) == len(TextDataset(tmp_path, "test", 2)) == 3
+    with pytest.raises(ValueError, match=r"^trainer.block_stride=3 must be in \[1, trainer.block_size=2\]$"):
+        TextDataset(tmp_path, "test", 2, stride=3)
+
+
+def test_only_the_training_blocks_take_the_stride(tmp_path):
+    for split in ("train", "validation"):
+        write_array(tmp_path / f"{split}.text", [[5, 6, 7, 8, 9]], vocab_size=100)
+    data = TokenDataModule(tmp_path, 2, seed=0, max_len=4, decoder_only=True, block=2, stride=1)
+    data.setup()
+    assert (len(data.train_set), len(data.val_set)) == (4, 2)  # 6 tokens: blocks at 0..3, and at 0, 2

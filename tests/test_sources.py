@@ -395,12 +395,6 @@ def test_hub_text_with_keep_blank_lines(name, hf_home, tmp_path):
                              "Speak, speak.", ""]}[name]
 
 
-def test_keep_blank_lines_is_for_language_modelling_only():
-    with pytest.raises(ConfigError, match=r"^data.keep_blank_lines=True is read for "
-                                          r"data.task=language_modeling only: set it to false$"):
-        data_config("data.keep_blank_lines=true")
-
-
 def test_local_tsv_jsonl_and_parquet_with_field_paths(tmp_path):
     (tmp_path / "tsv").mkdir()
     for split in SPLIT_NAMES:  # columns named with a dot, read as they are

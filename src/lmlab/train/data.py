@@ -13,8 +13,9 @@ from lmlab.data.batching import BucketBatchSampler, PairDataset, TextDataset, co
 
 class TokenDataModule(pl.LightningDataModule):
     """Training and validation pairs in length-bucketed batches, or with ``block`` (language
-    modelling) blocks of the text stream, the training ones starting every ``stride`` tokens. The samplers are built once the trainer knows this
-    process's rank, so under DDP each rank reads its own share of batches."""
+    modelling) blocks of the text stream, the training ones starting every ``stride`` tokens. The
+    samplers are built once the trainer knows this process's rank, so under DDP each rank reads its
+    own share of batches."""
 
     def __init__(self, prepared_dir, batch_size: int | None, seed: int, max_len: int,
                  decoder_only: bool = False, max_tokens: int | None = None, num_workers: int = 0,
