@@ -231,14 +231,12 @@ class ModelSection(Architecture):
         for key, choices in (("arch", ARCHS), ("positions", POSITIONS), ("activation", ACTIVATIONS)):
             _require(getattr(self, key) in choices, f"model.{key}", getattr(self, key),
                      f"must be one of {', '.join(choices)}")
-        for key in ("n_embd", "n_head", "n_decoder_layer", "d_ff", "max_len"):
+        for key in ("n_embd", "n_head", "d_ff", "max_len"):
             _require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "must be >= 1")
-        if self.arch == "decoder-only":
-            _require(self.n_encoder_layer == 0, "model.n_encoder_layer", self.n_encoder_layer,
-                     "must be 0 when model.arch=decoder-only")
-        else:
-            _require(self.n_encoder_layer >= 1, "model.n_encoder_layer", self.n_encoder_layer,
-                     "must be >= 1 when model.arch=encoder-decoder")
+        for key, stack in (("n_encoder_layer", "encoder"), ("n_decoder_layer", "decoder")):
+            has = self.arch in ("encoder-decoder", f"{stack}-only")
+            _require(getattr(self, key) >= 1 if has else getattr(self, key) == 0, f"model.{key}",
+                     getattr(self, key), f"must be {'>= 1' if has else '0'} when model.arch={self.arch}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
         if (self.n_embd // self.n_head) % 2:
@@ -279,6 +277,10 @@ class TrainerConfig:
     fused_adamw: bool = True
     average_last: int = 0
     block_size: int = 128  # language modelling: tokens per training sequence (<= model.max_len)
+    # masked language modelling (model.arch=encoder-only): BERT's rule, Hugging Face's names
+    mlm_probability: float = 0.15  # the share of positions chosen for prediction
+    mask_replace_prob: float = 0.8  # of those, the share that become <mask>
+    random_replace_prob: float = 0.1  # ... a random token (the rest stay as they are)
     # language modelling: a training block starts every N tokens of the stream (null: block_size,
     # blocks side by side; 1: at every position, windows at any offset as in nanoGPT)
     block_stride: int | None = None
@@ -307,6 +309,12 @@ class TrainerConfig:
         _require(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio", self.min_lr_ratio,
                  "must be in [0, 1]")
         _require(self.block_size >= 1, "trainer.block_size", self.block_size, "must be >= 1")
+        _require(0.0 < self.mlm_probability < 1.0, "trainer.mlm_probability", self.mlm_probability,
+                 "must be in (0, 1)")
+        for key in ("mask_replace_prob", "random_replace_prob"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"trainer.{key}", getattr(self, key), "must be in [0, 1]")
+        _require(self.mask_replace_prob + self.random_replace_prob <= 1.0, "trainer.random_replace_prob",
+                 self.random_replace_prob, f"must be <= 1 - trainer.mask_replace_prob={self.mask_replace_prob}")
         _require(self.block_stride is None or 1 <= self.block_stride <= self.block_size, "trainer.block_stride",
                  self.block_stride, f"must be null or in [1, trainer.block_size={self.block_size}]")
         for key in ("num_workers", "average_last"):
@@ -454,12 +462,16 @@ class Config:
         alone can tell about a run failing or silently cutting text later on."""
         m = self.model
         if self.data.task == "language_modeling":
-            if m.arch != "decoder-only":
-                raise ConfigError(f"data.task=language_modeling needs a decoder-only model, but "
-                                  f"model.arch={m.arch} (model={m.name}): choose "
-                                  "one with model=gpt-tiny, gpt-small or gpt2-124m")
+            if m.arch == "encoder-decoder":
+                raise ConfigError(f"data.task=language_modeling needs a decoder-only model (causal) or an "
+                                  f"encoder-only one (masked), but model.arch={m.arch} (model={m.name}): "
+                                  "choose one with model=gpt-tiny, gpt-small, gpt2-124m, bert-tiny or bert-base")
             _require(self.trainer.block_size <= m.max_len, "trainer.block_size",
                      self.trainer.block_size, f"must be <= model.max_len={m.max_len}")
+        elif m.arch == "encoder-only":
+            raise ConfigError(f"data.task={self.data.task} needs a model that generates, but model.arch=encoder-only "
+                              f"(model={m.name}) only fills in masked tokens: pre-train it on text "
+                              "(a language_modeling data preset) or choose an encoder-decoder or decoder-only model")
         else:
             limit = pair_token_limit(m.arch, m.max_len)
             _require(self.tokenizer.max_tokens is None or self.tokenizer.max_tokens <= limit,
@@ -469,6 +481,8 @@ class Config:
                         "source, target and their 2 end tokens share the positions")
                      + "); lower it or raise model.max_len")
         for key, d in (("decoding", self.decoding), *((f"sweep.{k}", v) for k, v in self.sweep.items())):
+            if m.arch == "encoder-only":  # fills in masked positions of whole lines: no room to check
+                continue
             if self.data.task == "language_modeling":  # generation reads at most half the positions
                 _require(d.prompt_tokens <= m.max_len // 2 - 1, f"{key}.prompt_tokens", d.prompt_tokens,
                          f"must be <= {m.max_len // 2 - 1} (half of model.max_len={m.max_len}, less the "

@@ -110,6 +110,8 @@ def generate_split(cfg: Config, model_path: str | Path, prepared_dir: str | Path
     torch.manual_seed(cfg.seed)
     model, tokenizer, payload = load_model(model_path)
     check_data_tokenizer(payload, model_path, prepared_dir)
+    if model.encoder_only:
+        return _write_generations(out_path, *fill_split(cfg, model, tokenizer, prepared_dir, split))
     if cfg.data.task == "language_modeling":
         return _write_generations(out_path, *continue_split(cfg, model, tokenizer, prepared_dir, split))
     sources = TokenArray(Path(prepared_dir) / f"{split}.source")
@@ -137,6 +139,21 @@ def continue_split(cfg: Config, model, tokenizer, prepared_dir: str | Path, spli
     seconds = time.perf_counter() - start
     return ([decode(tokenizer, p, side="text") for p in prompts],
             [decode(tokenizer, line[n:], side="text") for line in lines], out, seconds)
+
+
+def fill_split(cfg: Config, model, tokenizer, prepared_dir: str | Path, split: str = "test"):
+    """Masked language modelling: fill in the masked positions of every non-empty line of
+    ``split`` (``lmlab.decoding.fill``); returns (lines, their texts again, results, seconds)."""
+    from lmlab.decoding.fill import fill_masks
+
+    text = TokenArray(Path(prepared_dir) / f"{split}.text")
+    lines = [line.tolist() for line in map(text.__getitem__, range(len(text))) if len(line)]
+    if not lines:
+        raise ValueError(f"{prepared_dir}/{split}.text has no line with a token in it")
+    start = time.perf_counter()
+    out = fill_masks(model, tokenizer, lines, cfg)
+    texts = [decode(tokenizer, line, side="text") for line in lines]
+    return texts, texts, out, time.perf_counter() - start
 
 
 def _write_generations(out_path, src_text: list[str], ref_text: list[str], out: list[dict],

@@ -35,8 +35,9 @@ def evaluate(cfg: Config, generations_path: str | Path, model_path: str | Path,
                                               n_samples=e.bootstrap_samples))
     else:
         from lmlab.evaluate.perplexity import perplexity
+        from lmlab.model.loss import MaskRule
 
         block = cfg.trainer.block_size if task == "language_modeling" else None
-        metrics.update(perplexity(model, prepared_dir, "test", e.batch_size, block))
+        metrics.update(perplexity(model, prepared_dir, "test", e.batch_size, block, MaskRule.of(cfg.trainer)))
     atomic_write_json(metrics_path, metrics)
     return metrics

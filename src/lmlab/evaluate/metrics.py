@@ -13,7 +13,10 @@ metrics depends on the task, each scored with what its field reports:
 * summarization: ROUGE-1/2/L/Lsum, and the same for the lead baseline (the source's first
   sentences, :func:`lead`), so the model's scores can be read against it;
 * language modelling: distinct-n (Li et al., 2016) and sequence-level repetition (Welleck et al.,
-  2019) of the sampled continuations (perplexity comes from the model, in ``evaluate.perplexity``).
+  2019) of the sampled continuations (perplexity comes from the model, in ``evaluate.perplexity``);
+  a masked language model's records are fills instead (``lmlab.decoding.fill``, with ``correct``
+  and ``hyp_tokens`` per line), scored by ``fill_accuracy``, the share of masked tokens filled in
+  right (×100).
 
 ROUGE is computed with rouge-score and :class:`UnicodeTokenizer`, which equals rouge-score's own
 tokenizer on ASCII text but does not drop letters outside a-z (rouge-score scores Chinese 0).
@@ -195,14 +198,20 @@ MAIN_METRICS = {"translation": ("bleu", "chrf", "ter"),
                 "language_modeling": ("distinct_2", "seq_rep_4")}
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
                 "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum", "distinct_2": "distinct-2",
-                "seq_rep_4": "seq-rep-4"}
+                "seq_rep_4": "seq-rep-4", "fill_accuracy": "fill accuracy"}
+
+
+def main_metric_keys(task: str, metrics: dict) -> tuple[str, ...]:
+    """``MAIN_METRICS[task]``, or for a masked language model's scores (language modelling scored
+    by fills) its fill accuracy."""
+    return ("fill_accuracy",) if "fill_accuracy" in metrics else MAIN_METRICS[task]
 
 
 def summary_line(metrics: dict, task: str) -> str:
     """The task's main metrics as one line, e.g. ``BLEU 31.20, chrF 58.10, TER 52.40``; a
     summarization line adds the lead baseline's ROUGE beside the model's."""
     parts = []
-    for key in MAIN_METRICS[task]:
+    for key in main_metric_keys(task, metrics):
         lead_key = next((k for k in metrics if k.startswith("lead") and k.endswith("_" + key)), None)
         beside = f" (lead {metrics[lead_key]:.2f})" if lead_key else ""
         parts.append(f"{METRIC_NAMES[key]} {metrics[key]:.2f}{beside}")
@@ -243,7 +252,10 @@ def score(records: list[dict], *, task: str = "translation", bleu_tokenize: str 
     if task == "summarization":
         metrics.update(_rouge([(lead(r["source"], lead_sentences), r["reference"]) for r in records],
                               rouge_stemmer, prefix=f"lead{lead_sentences}_"))
-    if task == "language_modeling":
+    if task == "language_modeling" and "correct" in records[0]:  # fills of masked positions
+        metrics["fill_accuracy"] = round(100 * sum(r["correct"] for r in records)
+                                         / max(1, sum(r["hyp_tokens"] for r in records)), 4)
+    elif task == "language_modeling":
         for n in (1, 2, 3, 4):
             metrics[f"distinct_{n}"] = round(distinct_n(hyps, n), 4)
         for n in (2, 4):

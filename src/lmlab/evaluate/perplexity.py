@@ -10,14 +10,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from lmlab.data.batching import BucketBatchSampler, PairDataset, TextDataset, collate_blocks, collate_for
-from lmlab.model.loss import loss_sums
+from lmlab.model.loss import MaskRule, eval_generator, logits_and_labels, mask_tokens, summed_loss
 
 
 def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int,
-               block: int | None = None) -> dict:
+               block: int | None = None, rule: MaskRule | None = None) -> dict:
     """Token-level cross-entropy of the references under the model (teacher forcing, no smoothing),
     batched and truncated as in training; with ``block`` (language modelling), of the split's text
-    stream in consecutive blocks of that many tokens."""
+    stream in consecutive blocks of that many tokens. An encoder-only model is scored on the
+    positions that ``rule`` (BERT's, by default) masks in each block, batch ``i`` masked from
+    ``eval_generator(i)``: the same positions for every run with the same block and batch sizes.
+    It also gets ``masked_accuracy`` (the share of those positions whose most likely token is the
+    right one, ×100) and ``masked_tokens``."""
     m = model.cfg
     decoder_only = m.arch == "decoder-only"
     if block:
@@ -26,13 +30,22 @@ def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int,
         data = PairDataset(prepared_dir, split, m.max_len // 2 if decoder_only else m.max_len, decoder_only)
         collate = collate_for(decoder_only, m.max_len)
     sampler = BucketBatchSampler(np.minimum(data.lengths(), m.max_len + 1), batch_size, seed=0, shuffle=False)
-    nll, n_tok = 0.0, 0
+    nll, n_tok, n_right = 0.0, 0, 0
     with torch.inference_mode():
-        for batch in DataLoader(data, batch_sampler=sampler, collate_fn=collate):
+        for i, batch in enumerate(DataLoader(data, batch_sampler=sampler, collate_fn=collate)):
             if len(batch) == 4:  # encoder-decoder: the target side is cut to the model's positions
                 src, src_pad, tgt_in, tgt_out = batch
                 batch = (src, src_pad, tgt_in[:, : m.max_len], tgt_out[:, : m.max_len])
-            loss, count = loss_sums(model, batch)
+            if m.arch == "encoder-only":
+                batch = mask_tokens(batch[0], rule or MaskRule(), model.mask_id, eval_generator(i, "cpu"), m.pad_id)
+            logits, labels = logits_and_labels(model, batch)
+            loss, count = summed_loss(logits, labels, m.pad_id)
             nll, n_tok = nll + loss.item(), n_tok + int(count)
+            if m.arch == "encoder-only":
+                scored = labels.ne(m.pad_id)
+                n_right += int((logits[scored].argmax(-1) == labels[scored]).sum())
     loss = nll / max(n_tok, 1)
-    return {"loss": round(loss, 6), "perplexity": round(math.exp(loss), 4)}
+    out = {"loss": round(loss, 6), "perplexity": round(math.exp(loss), 4)}
+    if m.arch == "encoder-only":
+        out |= {"masked_accuracy": round(100 * n_right / max(n_tok, 1), 4), "masked_tokens": n_tok}
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ARCHS = ("encoder-decoder", "decoder-only")
+ARCHS = ("encoder-decoder", "decoder-only", "encoder-only")
 POSITIONS = ("sinusoidal", "learned", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
 
@@ -20,7 +20,7 @@ class Architecture:
     n_embd: int = 256
     n_head: int = 4
     n_encoder_layer: int = 3  # 0 for decoder-only
-    n_decoder_layer: int = 3
+    n_decoder_layer: int = 3  # 0 for encoder-only
     d_ff: int = 1024  # hidden width of the feed-forward (of each half for swiglu)
     dropout: float = 0.1
     max_len: int = 256  # longest sequence (decoder-only: prompt and continuation together)

@@ -17,6 +17,13 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
 
+def preset_config(name: str):
+    """The default config with ``model=name``; an encoder-only preset gets the built-in text
+    (``data=lm_text``), the only kind of task it trains on."""
+    data = ["data=lm_text"] if compose([f"model={name}"])["model"]["arch"] == "encoder-only" else []
+    return build_config(compose([f"model={name}", *data]))
+
+
 def count_parameters(name: str, vocab_size: int) -> int:
     """Parameters of preset ``name`` with a ``vocab_size``-token vocabulary (built on the meta
     device: no memory is allocated, so the large presets cost nothing)."""
@@ -24,7 +31,7 @@ def count_parameters(name: str, vocab_size: int) -> int:
 
     from lmlab.model.transformer import ModelConfig, Transformer
 
-    cfg = build_config(compose([f"model={name}"]))
+    cfg = preset_config(name)
     with torch.device("meta"):
         return Transformer(ModelConfig.of(cfg, vocab_size)).num_parameters()
 
@@ -36,14 +43,14 @@ def table(vocab_sizes: tuple[int, ...] = (6000, GPT2_VOCAB)) -> str:
             "dropout", "lr", "warm-up"]
     head += [f"params @ {v:,} vocab" for v in vocab_sizes]
     rows = []
-    configs = {name: build_config(compose([f"model={name}"])) for name in preset_names()}
+    configs = {name: preset_config(name) for name in preset_names()}
     models = {name: c.model for name, c in configs.items()}
     counts = {name: [count_parameters(name, v) for v in vocab_sizes] for name in models}
     # encoder-decoder first, then by size
     for name in sorted(models, key=lambda n: (models[n].arch != "encoder-decoder", counts[n][0])):
         m = models[name]
-        layers = (f"{m.n_decoder_layer}" if m.arch == "decoder-only"
-                  else f"{m.n_encoder_layer}+{m.n_decoder_layer}")
+        layers = {"decoder-only": f"{m.n_decoder_layer}", "encoder-only": f"{m.n_encoder_layer}"}.get(
+            m.arch, f"{m.n_encoder_layer}+{m.n_decoder_layer}")
         row = [f"`{name}`", m.arch, str(m.n_embd), str(m.d_ff), layers, str(m.n_head), m.positions,
                m.activation, f"{m.dropout:g}", f"{configs[name].trainer.lr:.3g}",
                str(configs[name].trainer.warmup_steps)]

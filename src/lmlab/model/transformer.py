@@ -5,7 +5,11 @@ One set of blocks builds both:
 * ``arch="encoder-decoder"``: the original Transformer (Vaswani et al., 2017) for translation;
 * ``arch="decoder-only"``: a GPT-style causal language model. With learned positions, pre-LN,
   ``gelu_tanh`` and tied embeddings it has GPT-2's exact layout, one of our tensors per GPT-2
-  tensor (``qkv`` is GPT-2's ``c_attn`` transposed, ``ln1``/``ln3`` its ``ln_1``/``ln_2``).
+  tensor (``qkv`` is GPT-2's ``c_attn`` transposed, ``ln1``/``ln3`` its ``ln_1``/``ln_2``);
+* ``arch="encoder-only"``: a BERT-style masked language model (Devlin et al., 2019): the encoder
+  blocks, then BERT's prediction head (a dense layer, GELU and LayerNorm before the tied output
+  layer, which has a bias). Its vocabulary is the tokenizer's plus one last id, ``<mask>``
+  (``mask_id``), which the tokenizers do not have.
 
 The module knows nothing of Lightning or of decoding strategies. Decoding talks to it through
 two calls, the same for both architectures:
@@ -45,9 +49,11 @@ class ModelConfig(Architecture):
     @classmethod
     def of(cls, cfg, vocab_size: int, pad_id: int = 0) -> ModelConfig:
         """The model of a run config ``cfg`` (its ``model`` section, less the preset's name) for a
-        ``vocab_size``-token vocabulary; lmlab's tokenizers put ``<pad>`` at id 0."""
+        tokenizer of ``vocab_size`` tokens (an encoder-only model adds one, ``<mask>``); lmlab's
+        tokenizers put ``<pad>`` at id 0."""
         arch = {k: v for k, v in cfg.model.__dict__.items() if k != "name"}
-        return cls(vocab_size=vocab_size, pad_id=pad_id, **arch)
+        extra = 1 if arch["arch"] == "encoder-only" else 0
+        return cls(vocab_size=vocab_size + extra, pad_id=pad_id, **arch)
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
@@ -243,6 +249,7 @@ class Transformer(nn.Module):
             raise ValueError(f"model.activation={cfg.activation!r} must be one of {', '.join(ACTIVATIONS)}")
         self.cfg = cfg
         self.decoder_only = cfg.arch == "decoder-only"
+        self.encoder_only = cfg.arch == "encoder-only"
         C, hs = cfg.n_embd, cfg.n_embd // cfg.n_head
         self.embed = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
         if cfg.positions == "learned":
@@ -261,7 +268,10 @@ class Transformer(nn.Module):
         # pre-LN stacks need a final norm; post-LN blocks already end in one
         final = (lambda: nn.LayerNorm(C)) if cfg.norm_first else nn.Identity
         self.enc_ln = final() if n_enc else nn.Identity()
-        self.dec_ln = final()
+        self.dec_ln = final() if cfg.n_decoder_layer else nn.Identity()
+        if self.encoder_only:  # BERT's prediction head, and a bias on the output layer
+            self.mlm_transform = nn.Sequential(nn.Linear(C, C), nn.GELU(), nn.LayerNorm(C))
+            self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
         self.apply(self._init)
         if self.decoder_only:  # GPT-2's scaled init of the projections that feed the residual stream
@@ -271,16 +281,28 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
+    @property
+    def normal_init(self) -> bool:
+        """GPT-2's and BERT's initialisation, N(0, 0.02), rather than the 2017 paper's Xavier."""
+        return self.decoder_only or self.encoder_only
+
+    @property
+    def mask_id(self) -> int:
+        """The ``<mask>`` id of an encoder-only model: the last row of its vocabulary."""
+        if not self.encoder_only:
+            raise ValueError(f"a {self.cfg.arch} model has no <mask> token")
+        return self.cfg.vocab_size - 1
+
     def _init(self, m):
         if isinstance(m, nn.Linear):
-            if self.decoder_only:
+            if self.normal_init:
                 nn.init.normal_(m.weight, std=0.02)
             else:
                 nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            std = 0.02 if self.decoder_only or not self.cfg.scale_embeddings else self.cfg.n_embd ** -0.5
+            std = 0.02 if self.normal_init or not self.cfg.scale_embeddings else self.cfg.n_embd ** -0.5
             nn.init.normal_(m.weight, std=std)
             if m.padding_idx is not None:
                 nn.init.zeros_(m.weight[m.padding_idx])
@@ -324,13 +346,14 @@ class Transformer(nn.Module):
 
     # -- encoder-decoder ------------------------------------------------------------------------
 
-    def encode(self, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+    def encode(self, src: torch.Tensor, src_pad: torch.Tensor | None) -> torch.Tensor:
         """Encoder states (B, S, C); for decoder-only, the prompt ids (B, S) moved to the right
-        end of their rows, so that every prompt ends where generation starts."""
+        end of their rows, so that every prompt ends where generation starts. ``src_pad`` may be
+        None when no position is padding."""
         if self.decoder_only:
             return left_align(src, src_pad)
         x, rope = self._embed(src, torch.arange(src.size(1), device=src.device)[None], src.size(1))
-        mask = self.attention_mask(src_pad)
+        mask = None if src_pad is None else self.attention_mask(src_pad)
         for block in self.encoder:
             x = block(x, mask, rope=rope)
         return self.enc_ln(x)  # (B, S, C)
@@ -341,6 +364,9 @@ class Transformer(nn.Module):
         may be None when no source position is padding."""
         if self.decoder_only:
             return self._decode_prompted(tgt, memory, cache, start)
+        if self.encoder_only:
+            raise ValueError("an encoder-only model has no decoder: it fills in masked tokens (mlm), "
+                             "it does not generate")
         T = tgt.size(1)
         x, rope = self._embed(tgt, start + torch.arange(T, device=tgt.device)[None], start + T)
         # Several query positions at once: causal. With a cache offset the mask must say so
@@ -358,6 +384,20 @@ class Transformer(nn.Module):
     def forward(self, src, src_pad, tgt_in):
         """Teacher-forced logits (B, T, V) of the target given the source (both architectures)."""
         return self.decode(tgt_in, self.encode(src, src_pad), src_pad)
+
+    # -- encoder-only ---------------------------------------------------------------------------
+
+    def mlm(self, ids: torch.Tensor, pad: torch.Tensor | None = None,
+            where: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked language-model logits (B, T, V) at every position of ``ids`` (B, T), each
+        position seeing the whole row (no causal mask); ``pad`` (B, T) True at padding, or None.
+        With ``where`` (B, T), True at the positions wanted, only those: (N, V) in row-major
+        order. The output layer is the costliest matmul at these sizes, and training scores only
+        the masked 15%, so it skips the rest (as Megatron-LM's and Cramming's BERTs do)."""
+        h = self.encode(ids, pad)
+        if where is not None:
+            h = h[where]
+        return self.lm_head(self.mlm_transform(h)) + self.mlm_bias
 
     # -- decoder-only ---------------------------------------------------------------------------
 

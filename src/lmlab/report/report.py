@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lmlab.evaluate.metrics import MAIN_METRICS, METRIC_NAMES, read_generations
+from lmlab.evaluate.metrics import METRIC_NAMES, main_metric_keys, read_generations
 from lmlab.files import atomic_outputs, atomic_path
 
 # Figure file -> (caption, y label, [(curve file, legend label), ...]); the curve files are the ones
@@ -131,7 +131,7 @@ def strategy_table(main: dict, sweep: dict[str, dict], main_name: str = "decodin
     """Markdown rows comparing the main strategy with each sweep strategy: the task's main scores,
     and for translation the differences and paired-bootstrap p-values (a difference counts as
     significant at p < 0.05)."""
-    keys = MAIN_METRICS[task]
+    keys = main_metric_keys(task, main)
     tested = [k for k in ("bleu", "chrf") if sweep and all(f"{k}_p_value" in m for m in sweep.values())]
     header = ["strategy", *(METRIC_NAMES[k] for k in keys), "mean words",
               *(f"Δ{METRIC_NAMES[k]} (p)" for k in tested)]

@@ -93,7 +93,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
     if run_id is not None:
         os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
-    module = TransformerLitModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas)})
+    module = TransformerLitModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas), "seed": cfg.seed})
     module.tokenizer_json, module.task = tokenizer_json, cfg.data.task
     try:
         os.environ[RESUME_ENV] = resume_from or ""  # DDP ranks that Lightning starts later follow it

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from lmlab.model.checkpoint import CKPT_TASK, CKPT_TOKENIZER
-from lmlab.model.loss import loss_sums
+from lmlab.model.loss import MaskRule, eval_generator, loss_sums, mask_tokens
 from lmlab.model.transformer import ModelConfig, Transformer
 
 
@@ -65,7 +65,23 @@ class TransformerLitModule(pl.LightningModule):
     def _loss(self, batch, smoothing: float):
         return loss_sums(self._compiled or self.model, batch, smoothing)
 
+    def _masked(self, batch, generator: torch.Generator):
+        """An encoder-only model's batch: the block's tokens corrupted by BERT's rule (training
+        draws new masks every step; validation the same ones every run). Others pass through."""
+        if not self.model.encoder_only:
+            return batch
+        return mask_tokens(batch[0], MaskRule.of(self.tcfg), self.model.mask_id, generator, self.model.cfg.pad_id)
+
+    def _train_generator(self, batch_idx: int) -> torch.Generator:
+        # (seed, step, micro-batch, rank): a resumed run draws the masks the uninterrupted one did
+        micro = batch_idx % self.tcfg.get("accumulate_grad_batches", 1)
+        key = ((self.tcfg.get("seed", 0) * 1_000_003 + self.trainer.global_step) * 64 + micro) * 1024 \
+            + self.trainer.global_rank
+        return torch.Generator(device=self.device).manual_seed(key % 2**63)
+
     def training_step(self, batch, batch_idx):
+        if self.model.encoder_only:
+            batch = self._masked(batch, self._train_generator(batch_idx))
         loss_sum, n_tok = self._loss(batch, self.tcfg["label_smoothing"])
         loss = loss_sum / n_tok
         # logged per step only, so Lightning needs no batch size to weight an epoch mean: none
@@ -112,6 +128,8 @@ class TransformerLitModule(pl.LightningModule):
         self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch, batch_idx):
+        if self.model.encoder_only:
+            batch = self._masked(batch, eval_generator(batch_idx, self.device))
         loss_sum, n_tok = loss_sums(self.model, batch)  # true NLL: perplexity is comparable across runs
         self._val_sums += torch.stack([loss_sum.double(), n_tok.double()])
 
