@@ -7,7 +7,7 @@ import yaml
 from conftest import ROOT
 
 from lmlab.config import CONF_DIR, ConfigError, build_config, compose, load_params
-from lmlab.model.presets import count_parameters
+from lmlab.model.presets import count_parameters, preset_config
 from lmlab.params import render
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -34,13 +34,13 @@ def test_model_preset_comment_matches_the_code(preset):
     """Each preset opens with a comment giving its dims and its parameter count at vocab 6,000."""
     text = (CONF_DIR / "model" / f"{preset}.yaml").read_text()
     assert text.startswith(f"# {preset}:")
-    cfg = build_config(compose([f"model={preset}"]))
+    cfg = preset_config(preset)
     stated = float(re.search(r"([\d.]+)M parameters", text).group(1))
     assert stated == round(count_parameters(preset, 6000) / 1e6, 2)
     m = cfg.model
     assert f"n_embd {m.n_embd}" in text and f"{m.n_head} heads" in text and f"d_ff {m.d_ff}" in text
-    layers = (f"{m.n_decoder_layer} layers" if m.arch == "decoder-only"
-              else f"{m.n_encoder_layer}+{m.n_decoder_layer} layers")
+    layers = {"decoder-only": f"{m.n_decoder_layer} layers", "encoder-only": f"{m.n_encoder_layer} layers"}.get(
+        m.arch, f"{m.n_encoder_layer}+{m.n_decoder_layer} layers")
     assert layers in text and m.arch in text
 
 
@@ -62,8 +62,8 @@ def test_transformer_base_and_big_dimensions():
     (["+model.n_layers=4"], "unknown config key model.n_layers (did you mean model.n_encoder_layer?)"),
     (["trainer.max_steps=many"], "trainer.max_steps='many' must be of type int"),
     (["evaluate.bleu_tokenize=moses"], "evaluate.bleu_tokenize='moses' must be one of"),
-    (["data=lm_text"], "data.task=language_modeling needs a decoder-only model, but "
-                       "model.arch=encoder-decoder (model=tiny): choose one with model=gpt-tiny"),
+    (["data=lm_text"], "data.task=language_modeling needs a decoder-only model (causal) or an encoder-only one "
+                       "(masked), but model.arch=encoder-decoder (model=tiny): choose one with model=gpt-tiny"),
     (["data=lm_text", "model=gpt-tiny", "trainer.block_size=600"], "trainer.block_size=600 must be <= model.max_len=512"),
     (["decoding.prompt_tokens=0"], "decoding.prompt_tokens=0 must be >= 1"),
     (["trainer.block_stride=200"], "trainer.block_stride=200 must be null or in [1, trainer.block_size=128]"),

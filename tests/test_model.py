@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.config import CONF_DIR, build_config, compose
-from lmlab.model.presets import GPT2_VOCAB, count_parameters, preset_names, table
+from lmlab.config import CONF_DIR
+from lmlab.model.presets import GPT2_VOCAB, count_parameters, preset_config, preset_names, table
 from lmlab.model.transformer import ModelConfig, Transformer, apply_rotary, left_align, rotary_tables
 
 VARIANTS = [
@@ -28,6 +28,8 @@ def formula(cfg: ModelConfig) -> int:
     final = ln if cfg.norm_first else 0
     if cfg.arch == "decoder-only":
         return embed + cfg.n_decoder_layer * (attn + ff + 2 * ln) + final
+    if cfg.arch == "encoder-only":  # BERT's head: dense, LayerNorm, and the output layer's bias
+        return embed + cfg.n_encoder_layer * (attn + ff + 2 * ln) + final + d * d + d + ln + V
     enc = attn + ff + 2 * ln
     dec = 2 * attn + ff + 3 * ln                               # self + cross attention, three norms
     return embed + cfg.n_encoder_layer * enc + cfg.n_decoder_layer * dec + 2 * final
@@ -35,13 +37,14 @@ def formula(cfg: ModelConfig) -> int:
 
 def make(arch="encoder-decoder", **kw):
     torch.manual_seed(0)
-    layers = dict(n_encoder_layer=0) if arch == "decoder-only" else dict(n_encoder_layer=2)
-    cfg = ModelConfig(vocab_size=50, arch=arch, n_embd=32, n_head=4, n_decoder_layer=2, d_ff=64,
+    layers = {"decoder-only": dict(n_encoder_layer=0, n_decoder_layer=2),
+              "encoder-only": dict(n_encoder_layer=2, n_decoder_layer=0)}.get(arch, dict(n_encoder_layer=2, n_decoder_layer=2))
+    cfg = ModelConfig(vocab_size=50, arch=arch, n_embd=32, n_head=4, d_ff=64,
                       dropout=0.0, max_len=40, **layers, **kw)
     return Transformer(cfg).eval()
 
 
-@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only"])
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only", "encoder-only"])
 @pytest.mark.parametrize("kw", VARIANTS)
 def test_parameter_count_matches_formula(arch, kw):
     model = make(arch, **kw)
@@ -50,10 +53,21 @@ def test_parameter_count_matches_formula(arch, kw):
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_instantiates_with_the_formula_count(name):
-    cfg = build_config(compose([f"model={name}"]))
-    arch = {k: v for k, v in cfg.model.__dict__.items() if k != "name"}
-    for vocab in (6000, GPT2_VOCAB):
-        assert count_parameters(name, vocab) == formula(ModelConfig(vocab_size=vocab, **arch))
+    cfg = preset_config(name)
+    for vocab in (6000, GPT2_VOCAB):  # an encoder-only model adds <mask> to the tokenizer's ids
+        assert count_parameters(name, vocab) == formula(ModelConfig.of(cfg, vocab))
+        assert ModelConfig.of(cfg, vocab).vocab_size == vocab + (cfg.model.arch == "encoder-only")
+
+
+def test_bert_base_preset_is_bert_base_less_what_it_leaves_out():
+    # Hugging Face's BertForMaskedLM with BERT-base's config (30,522 ids, [MASK] among them) has
+    # token-type embeddings (2 × 768) and an embedding LayerNorm (2 × 768) that lmlab's encoder
+    # lacks; lmlab adds a <mask> row to the embedding and the output bias (768 + 1)
+    from transformers import BertConfig, BertForMaskedLM
+
+    with torch.device("meta"):
+        hf = sum(p.numel() for p in BertForMaskedLM(BertConfig()).parameters())
+    assert count_parameters("bert-base", 30522) == hf - 4 * 768 + 769 == 109_511_995
 
 
 def test_gpt2_preset_has_gpt2_small_parameter_count():

@@ -109,6 +109,16 @@ def test_dvc_repro_end_to_end(repo):
     assert 0 < len(records) <= 24 and all(r["source"] and r["reference"] for r in records)
     assert sorted(p.name for p in (dest / "data/raw").iterdir()) == ["test.text", "train.text", "validation.text"]
 
+    # masked language modelling: an encoder-only model on the same text, its fills and test masks scored
+    exp = run(["dvc", "exp", "run", "-S", "data=lm_text", "-S", "model=bert-tiny", "-S", "model.n_decoder_layer=0",
+               "-S", "trainer.block_size=32"], dest, env)
+    metrics = json.loads((dest / "reports/metrics.json").read_text())
+    assert {"masked_accuracy", "masked_tokens", "fill_accuracy", "perplexity"} <= set(metrics)
+    assert "distinct_2" not in metrics and "fill accuracy" in exp
+    assert json.loads((dest / "reports/train/summary.json").read_text())["arch"] == "encoder-only"
+    records = [json.loads(line) for line in (dest / "reports/generations.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and all(r["hyp_tokens"] == len(r["masked_positions"]) >= 1 for r in records)
+
     # back to the baseline workspace (params, lock and outputs) for the tests that follow
     run(["git", "checkout", "--", "params.yaml", "dvc.lock"], dest, env)
     run(["dvc", "checkout", "--force"], dest, env)

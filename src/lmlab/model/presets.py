@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from lmlab.config import CONF_DIR, build_config, compose
+from lmlab.model.architecture import ARCHS
 
 GPT2_VOCAB = 50257
 
@@ -46,8 +47,8 @@ def table(vocab_sizes: tuple[int, ...] = (6000, GPT2_VOCAB)) -> str:
     configs = {name: preset_config(name) for name in preset_names()}
     models = {name: c.model for name, c in configs.items()}
     counts = {name: [count_parameters(name, v) for v in vocab_sizes] for name in models}
-    # encoder-decoder first, then by size
-    for name in sorted(models, key=lambda n: (models[n].arch != "encoder-decoder", counts[n][0])):
+    # encoder-decoder, decoder-only, encoder-only; by size within each
+    for name in sorted(models, key=lambda n: (ARCHS.index(models[n].arch), counts[n][0])):
         m = models[name]
         layers = {"decoder-only": f"{m.n_decoder_layer}", "encoder-only": f"{m.n_encoder_layer}"}.get(
             m.arch, f"{m.n_encoder_layer}+{m.n_decoder_layer}")
