@@ -162,3 +162,17 @@ def hf_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path / "hf"
+
+
+@pytest.fixture(scope="session")
+def pretrained(prepared, tiny_overrides, tmp_path_factory):
+    """A model.pt of the tiny config after 4 steps on the tiny corpus: the "pre-trained" model of
+    the fine-tuning tests (its tokenizer is the tiny corpus's)."""
+    from lmlab.config import build_config, compose
+    from lmlab.train.fit import train
+
+    root = tmp_path_factory.mktemp("pretrained")
+    cfg = build_config(compose([*tiny_overrides, "trainer.max_steps=4", "trainer.val_check_interval=4",
+                                "ckpt_path=null"]))
+    train(cfg, prepared / "prepared", root / "model", root / "curves")
+    return root / "model/model.pt"

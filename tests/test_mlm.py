@@ -105,7 +105,7 @@ def test_fills_are_the_same_positions_for_every_strategy_and_greedy_is_the_argma
     greedy = fill_masks(m, tokenizer, lines, cfg, progress=False)
     topp = fill_masks(m, tokenizer, lines, cfg.with_strategy("topp"), progress=False)
     for i, line in enumerate(lines):
-        inputs, labels = mask_tokens(torch.tensor([line]), MaskRule(), m.mask_id, eval_generator(i, "cpu"))
+        inputs, labels = mask_tokens(torch.tensor([line]), MaskRule(), m.mask_id, eval_generator(i))
         positions = labels[0].ne(PAD).nonzero()[:, 0].tolist()
         assert greedy[i]["masked_positions"] == topp[i]["masked_positions"] == positions
         logits = m.mlm(inputs)[0, positions]

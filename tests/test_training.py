@@ -198,9 +198,11 @@ def _curve(path):
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrides, tmp_path):
+@pytest.mark.parametrize("start", ["scratch", "fine-tuning"])
+def test_sigkill_and_resume_replays_the_uninterrupted_run(start, prepared, tiny_overrides, tmp_path, request):
     """Kill training with SIGKILL after a checkpoint, resume with ckpt_path=last: every loss after
-    the checkpoint equals the uninterrupted run's (same batches, same dropout masks)."""
+    the checkpoint equals the uninterrupted run's (same batches, same dropout masks). The same for
+    a fine-tuning run (init_from, its own learning rate for the loaded tensors, a frozen part)."""
     import signal
     import subprocess
     import time
@@ -210,6 +212,9 @@ def test_sigkill_and_resume_replays_the_uninterrupted_run(prepared, tiny_overrid
     # 400 pairs / batch 32 = 13 batches an epoch: the kill lands mid-epoch and the run spans epochs
     overrides = tiny_overrides + ["logger=wandb", "trainer.max_steps=60", "trainer.val_check_interval=20",
                                   "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=3"]
+    if start == "fine-tuning":
+        overrides += [f"init_from={request.getfixturevalue('pretrained')}", "trainer.init_lr_scale=0.5",
+                      "trainer.freeze=[embeddings]", "model.n_decoder_layer=2"]
     full = subprocess.run(_train_cmd(prepared, overrides, tmp_path / "full"), cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-3000:]

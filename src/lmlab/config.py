@@ -281,6 +281,11 @@ class TrainerConfig:
     mlm_probability: float = 0.15  # the share of positions chosen for prediction
     mask_replace_prob: float = 0.8  # of those, the share that become <mask>
     random_replace_prob: float = 0.1  # ... a random token (the rest stay as they are)
+    # fine-tuning (init_from): the learning rate of the tensors loaded from it is lr × this (the
+    # new ones get lr), and the parts named here do not train: embeddings, encoder, decoder, or a
+    # parameter-name prefix such as decoder.0 (the first decoder block)
+    init_lr_scale: float = 1.0
+    freeze: tuple[str, ...] = ()
     # language modelling: a training block starts every N tokens of the stream (null: block_size,
     # blocks side by side; 1: at every position, windows at any offset as in nanoGPT)
     block_stride: int | None = None
@@ -309,6 +314,7 @@ class TrainerConfig:
         _require(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio", self.min_lr_ratio,
                  "must be in [0, 1]")
         _require(self.block_size >= 1, "trainer.block_size", self.block_size, "must be >= 1")
+        _require(self.init_lr_scale >= 0.0, "trainer.init_lr_scale", self.init_lr_scale, "must be >= 0")
         _require(0.0 < self.mlm_probability < 1.0, "trainer.mlm_probability", self.mlm_probability,
                  "must be in (0, 1)")
         for key in ("mask_replace_prob", "random_replace_prob"):
@@ -443,6 +449,7 @@ class EvaluateConfig:
 class Config:
     seed: int = 1234
     ckpt_path: str | None = None
+    init_from: str | None = None  # pre-trained weights and tokenizer to start from (lmlab.model.warmstart)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelSection = field(default_factory=ModelSection)
@@ -540,6 +547,10 @@ def _coerce(value, annotation, key: str):
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, key)
+    if origin is tuple and typing.get_args(annotation)[1:] == (Ellipsis,):  # tuple[X, ...]: any length
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        return tuple(_coerce(v, typing.get_args(annotation)[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

@@ -261,7 +261,32 @@ def encode_corpus(tokset: TokenizerSet, tc: TokenizerConfig, raw_dir: str | Path
 
 
 def prepare(cfg: Config, raw_dir: str | Path, out_dir: str | Path) -> dict:
-    """Train the tokenizer on the training split and encode every split to token arrays."""
+    """Train the tokenizer on the training split (or, with ``init_from``, take the pre-trained
+    model's) and encode every split to token arrays."""
     layout = {split: raw_sides(raw_dir, split) for split in SPLITS}  # all there before any work
-    tokset = train_tokenizers(cfg.tokenizer, raw_dir, layout["train"])
+    if cfg.init_from:
+        tokset = pretrained_tokenizer(cfg)
+    else:
+        tokset = train_tokenizers(cfg.tokenizer, raw_dir, layout["train"])
     return encode_corpus(tokset, cfg.tokenizer, raw_dir, out_dir)
+
+
+# the keys that say which tokenizer is trained: a fine-tuning that sets them otherwise than the
+# pre-trained model did asks for another tokenizer than the one it must use
+TOKENIZER_KEYS = ("kind", "joint", "vocab_size", "min_frequency")
+
+
+def pretrained_tokenizer(cfg: Config) -> TokenizerSet:
+    """The tokenizer of ``cfg.init_from`` (``lmlab.model.warmstart``). Where the file records the
+    config it was trained with, a ``tokenizer`` key of ``TOKENIZER_KEYS`` that differs from it is
+    refused with one line naming the key and both values."""
+    from lmlab.model.warmstart import read_init
+
+    _, _, tokenizer_json, payload = read_init(cfg.init_from)
+    theirs = (payload.get("config") or {}).get("tokenizer") or {}
+    for key in TOKENIZER_KEYS:
+        if key in theirs and theirs[key] != getattr(cfg.tokenizer, key):
+            raise ValueError(f"tokenizer.{key}={getattr(cfg.tokenizer, key)!r} conflicts with init_from="
+                             f"{cfg.init_from!r}, whose tokenizer was trained with tokenizer.{key}={theirs[key]!r}: "
+                             f"fine-tuning reuses that tokenizer, so set tokenizer.{key}={theirs[key]!r}")
+    return TokenizerSet.from_json(tokenizer_json)

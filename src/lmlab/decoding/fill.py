@@ -27,7 +27,7 @@ def fill_masks(model, tokenizer, lines: list[list[int]], cfg: Config, progress: 
     d, rule = cfg.decoding, MaskRule.of(cfg.trainer)
     policy, _ = build_policy(d, seed=cfg.seed)
     lines = [list(line[: model.cfg.max_len]) for line in lines]
-    masked = [mask_tokens(torch.tensor([line]), rule, model.mask_id, eval_generator(i, "cpu"), PAD)
+    masked = [mask_tokens(torch.tensor([line]), rule, model.mask_id, eval_generator(i), PAD)
               for i, line in enumerate(lines)]
     never = torch.tensor([i for i in range(N_SPECIAL) if i != EOS] + [model.mask_id])
     results: list[dict | None] = [None] * len(lines)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lmlab.data.batching import BucketBatchSampler, PairDataset, TextDataset, collate_blocks, collate_for
-from lmlab.model.loss import MaskRule, eval_generator, logits_and_labels, mask_tokens, summed_loss
+from lmlab.model.loss import MaskRule, eval_generator, logits_and_labels, masked_batch, summed_loss
 
 
 def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int,
@@ -36,8 +36,7 @@ def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int,
             if len(batch) == 4:  # encoder-decoder: the target side is cut to the model's positions
                 src, src_pad, tgt_in, tgt_out = batch
                 batch = (src, src_pad, tgt_in[:, : m.max_len], tgt_out[:, : m.max_len])
-            if m.arch == "encoder-only":
-                batch = mask_tokens(batch[0], rule or MaskRule(), model.mask_id, eval_generator(i, "cpu"), m.pad_id)
+            batch = masked_batch(model, batch, rule or MaskRule(), eval_generator(i))
             logits, labels = logits_and_labels(model, batch)
             loss, count = summed_loss(logits, labels, m.pad_id)
             nll, n_tok = nll + loss.item(), n_tok + int(count)

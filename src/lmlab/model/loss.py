@@ -72,7 +72,8 @@ def mask_tokens(ids: torch.Tensor, rule: MaskRule, mask_id: int, generator: torc
     drawn uniformly from the ordinary ids (``N_SPECIAL`` up to ``mask_id``, excluded), the rest stay
     as they are. ``labels`` holds the original token at the k chosen positions and ``pad_id``
     elsewhere, so that the loss counts the chosen positions only. Every draw comes from
-    ``generator`` (which must be on ``ids``' device): the same generator state, the same masks."""
+    ``generator``, on its own device (a CPU generator gives the same masks whatever device ``ids``
+    are on): the same generator state, the same masks."""
     real = ids.ne(pad_id)
     n = real.sum(1, keepdim=True)  # (B, 1)
     k = torch.clamp(torch.floor(rule.mlm_probability * n + 0.5), min=1).minimum(n)
@@ -80,22 +81,31 @@ def mask_tokens(ids: torch.Tensor, rule: MaskRule, mask_id: int, generator: torc
     n_random = torch.minimum(torch.floor(rule.random_replace_prob * k + 0.5), k - n_mask)
     # a uniformly random order of each row's real positions (padding last): rank r < k is chosen,
     # and the rank says what becomes of it
-    scores = torch.rand(ids.shape, generator=generator, device=ids.device).masked_fill(~real, 2.0)
+    draw = generator.device
+    scores = torch.rand(ids.shape, generator=generator, device=draw).to(ids.device).masked_fill(~real, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)
     chosen = rank < k
     to_mask = rank < n_mask
     to_random = chosen & ~to_mask & (rank < n_mask + n_random)
-    random_ids = torch.randint(N_SPECIAL, mask_id, ids.shape, generator=generator, device=ids.device)
+    random_ids = torch.randint(N_SPECIAL, mask_id, ids.shape, generator=generator, device=draw).to(ids.device)
     inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
     inputs = torch.where(to_random, random_ids, inputs)
     labels = torch.where(chosen, ids, torch.full_like(ids, pad_id))
     return inputs, labels
 
 
+def masked_batch(model, batch, rule: MaskRule, generator: torch.Generator):
+    """``batch`` as ``model`` is scored on it: an encoder-only model's block tokens (the batch's
+    first tensor) corrupted by ``rule`` (``mask_tokens``); any other model's batch as it is."""
+    if model.cfg.arch != "encoder-only":
+        return batch
+    return mask_tokens(batch[0], rule, model.mask_id, generator, model.cfg.pad_id)
+
+
 EVAL_MASK_SEED = 20190524  # validation and test masks: the same positions for every run
 
 
-def eval_generator(batch_index: int, device) -> torch.Generator:
-    """The generator of an evaluation batch's masks: batch ``batch_index`` of a split is masked
-    the same way by every run, whatever its seed (given the same batches)."""
-    return torch.Generator(device=device).manual_seed(EVAL_MASK_SEED + batch_index)
+def eval_generator(batch_index: int) -> torch.Generator:
+    """The generator of an evaluation batch's masks, on the CPU: batch ``batch_index`` of a split
+    is masked the same way by every run, whatever its seed or device (given the same batches)."""
+    return torch.Generator().manual_seed(EVAL_MASK_SEED + batch_index)

@@ -15,11 +15,12 @@ import pytorch_lightning as pl
 import torch
 
 from lmlab.config import Config, ConfigError
-from lmlab.data.tokenizer import PAD, load_tokenizer
+from lmlab.data.tokenizer import PAD, load_tokenizer, tokenizer_hash
 from lmlab.files import atomic_outputs, check_output_dir, write_json
 from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model
-from lmlab.model.loss import loss_sums
+from lmlab.model.loss import MaskRule, eval_generator, loss_sums, masked_batch
 from lmlab.model.transformer import ModelConfig, Transformer
+from lmlab.model.warmstart import InitError, freeze, read_init, warm_start
 from lmlab.tracking import define_step_axis, display_name
 from lmlab.train.callbacks import AtomicCheckpointIO, CurveWriter, FinalValidation, Snapshots, snapshot_files
 from lmlab.train.data import TokenDataModule
@@ -70,6 +71,9 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     vocab_size = load_tokenizer(tokenizer_json).get_vocab_size()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     mcfg = ModelConfig.of(cfg, vocab_size, PAD)
+    module = TransformerLitModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas), "seed": cfg.seed})
+    module.tokenizer_json, module.task = tokenizer_json, cfg.data.task
+    init_report = start_from(cfg, module, tokenizer_json, tok_path)  # before anything is moved or written
     block = tc.block_size if cfg.data.task == "language_modeling" else None
     data = TokenDataModule(prepared_dir, tc.batch_size, cfg.seed, mcfg.max_len,
                            mcfg.arch == "decoder-only", tc.max_tokens, tc.num_workers,
@@ -93,15 +97,16 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
     if run_id is not None:
         os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
-    module = TransformerLitModule(mcfg.to_dict(), tc.__dict__ | {"betas": list(tc.betas), "seed": cfg.seed})
-    module.tokenizer_json, module.task = tokenizer_json, cfg.data.task
+    if is_rank_zero and init_report is not None:
+        print("\n".join(init_report.lines()), flush=True)
     try:
         os.environ[RESUME_ENV] = resume_from or ""  # DDP ranks that Lightning starts later follow it
         if is_rank_zero:
             dirs.ckpt.mkdir(parents=True, exist_ok=True)
             write_state(dirs.ckpt, fp, run_id, finished=False)
         try:
-            trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks)
+            trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks,
+                                    init_report.to_dict() if init_report else None)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err}{last_good_checkpoint(dirs.ckpt, resume_from)}") from None
         if trainer.is_global_zero:
@@ -114,9 +119,29 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
             os.environ.pop(RESUME_ENV, None)
 
 
+def start_from(cfg: Config, module: TransformerLitModule, tokenizer_json: str, tok_path: Path):
+    """Fine-tuning: load ``cfg.init_from``'s matching tensors into the module's model (their
+    names then train at ``trainer.init_lr_scale`` × lr) and freeze ``trainer.freeze``. The data
+    must have been encoded with the pre-trained model's tokenizer. Returns the ``InitReport``,
+    or None without ``init_from``; every check runs before anything is written."""
+    report = None
+    if cfg.init_from:
+        weights, _, init_tokenizer, _ = read_init(cfg.init_from)
+        if tokenizer_hash(init_tokenizer) != tokenizer_hash(tokenizer_json):
+            raise InitError(f"init_from={cfg.init_from!r} was trained with another tokenizer than {tok_path}: "
+                            "rerun the prepare stage with the same init_from (it encodes with that model's tokenizer)")
+        report = warm_start(module.model, weights, cfg.init_from)
+        module.init_loaded = set(report.loaded)
+    if cfg.trainer.freeze:
+        frozen = freeze(module.model, cfg.trainer.freeze)
+        if report is not None:
+            report.frozen = frozen
+    return report
+
+
 def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs: RunDirs,
          resume_from: str | None, run_id: str | None, run_name: str | None,
-         extra_callbacks: Sequence[pl.Callback] = ()):
+         extra_callbacks: Sequence[pl.Callback] = (), init: dict | None = None):
     """Run the Lightning ``Trainer``, then export the model (rank 0). Returns (trainer, summary)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
@@ -174,11 +199,13 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         # every rank reads batches of the same size on average
         "train_tokens_per_second": round(curves.tokens * trainer.world_size / max(train_seconds, 1e-9), 1),
     }
+    if init is not None:  # which tensors came from the pre-trained model, which are new, which were left out
+        summary["init"] = init
     if tc.average_last > 1:
         paths = snapshot_files(dirs.ckpt / "snapshots")
         weights = average_state_dicts(paths)
         summary["averaged_checkpoints"] = [p.name for p in paths]
-        summary["averaged_val_loss"] = _val_loss(mcfg, weights, data)
+        summary["averaged_val_loss"] = _val_loss(mcfg, weights, data, MaskRule.of(tc))
     else:
         weights = checkpoint_weights(best.best_model_path) if best.best_model_path else \
             module.model.state_dict()
@@ -230,15 +257,16 @@ def export_layout(dirs: RunDirs) -> str:
     return "own" if own else "files"
 
 
-def _val_loss(mcfg: ModelConfig, weights: dict, data: TokenDataModule) -> float:
-    """Validation loss of ``weights`` on this process (the averaged model is not in the trainer)."""
+def _val_loss(mcfg: ModelConfig, weights: dict, data: TokenDataModule, rule: MaskRule) -> float:
+    """Validation loss of ``weights`` on this process (the averaged model is not in the trainer),
+    on the batches and masks validation uses."""
     model = Transformer(mcfg)
     model.load_state_dict(weights)
     model.eval()
     total, n = 0.0, 0
     with torch.inference_mode():
-        for batch in data.loader(data.val_set, shuffle=False):
-            loss, count = loss_sums(model, batch)
+        for i, batch in enumerate(data.loader(data.val_set, shuffle=False)):
+            loss, count = loss_sums(model, masked_batch(model, batch, rule, eval_generator(i)))
             total, n = total + float(loss), n + int(count)
     return round(total / max(n, 1), 6)
 

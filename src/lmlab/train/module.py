@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from lmlab.model.checkpoint import CKPT_TASK, CKPT_TOKENIZER
-from lmlab.model.loss import MaskRule, eval_generator, loss_sums, mask_tokens
+from lmlab.model.loss import MaskRule, eval_generator, loss_sums, masked_batch
 from lmlab.model.transformer import ModelConfig, Transformer
 
 
@@ -55,6 +55,8 @@ class TransformerLitModule(pl.LightningModule):
         self.task: str | None = None
         # (step, loss on the device, lr) of each batch since the last check_finite
         self._unchecked: list[tuple[int, torch.Tensor, float]] = []
+        # names of the parameters init_from loaded (their own learning rate; lmlab.model.warmstart)
+        self.init_loaded: set[str] = set()
 
     def configure_model(self):
         # Compiled lazily, on the device, and kept out of the registered submodules so the
@@ -65,13 +67,6 @@ class TransformerLitModule(pl.LightningModule):
     def _loss(self, batch, smoothing: float):
         return loss_sums(self._compiled or self.model, batch, smoothing)
 
-    def _masked(self, batch, generator: torch.Generator):
-        """An encoder-only model's batch: the block's tokens corrupted by BERT's rule (training
-        draws new masks every step; validation the same ones every run). Others pass through."""
-        if not self.model.encoder_only:
-            return batch
-        return mask_tokens(batch[0], MaskRule.of(self.tcfg), self.model.mask_id, generator, self.model.cfg.pad_id)
-
     def _train_generator(self, batch_idx: int) -> torch.Generator:
         # (seed, step, micro-batch, rank): a resumed run draws the masks the uninterrupted one did
         micro = batch_idx % self.tcfg.get("accumulate_grad_batches", 1)
@@ -80,8 +75,8 @@ class TransformerLitModule(pl.LightningModule):
         return torch.Generator(device=self.device).manual_seed(key % 2**63)
 
     def training_step(self, batch, batch_idx):
-        if self.model.encoder_only:
-            batch = self._masked(batch, self._train_generator(batch_idx))
+        if self.model.encoder_only:  # new masks every step (the same after a resume)
+            batch = masked_batch(self.model, batch, MaskRule.of(self.tcfg), self._train_generator(batch_idx))
         loss_sum, n_tok = self._loss(batch, self.tcfg["label_smoothing"])
         loss = loss_sum / n_tok
         # logged per step only, so Lightning needs no batch size to weight an epoch mean: none
@@ -128,8 +123,8 @@ class TransformerLitModule(pl.LightningModule):
         self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch, batch_idx):
-        if self.model.encoder_only:
-            batch = self._masked(batch, eval_generator(batch_idx, self.device))
+        if self.model.encoder_only:  # the same masks in every run
+            batch = masked_batch(self.model, batch, MaskRule.of(self.tcfg), eval_generator(batch_idx))
         loss_sum, n_tok = loss_sums(self.model, batch)  # true NLL: perplexity is comparable across runs
         self._val_sums += torch.stack([loss_sum.double(), n_tok.double()])
 
@@ -172,13 +167,20 @@ class TransformerLitModule(pl.LightningModule):
 
     def configure_optimizers(self):
         tc = self.tcfg
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        # (weight decay, from init_from) -> parameters: decay on matrices only; the tensors a
+        # fine-tuning loaded train at lr × init_lr_scale. Frozen parameters are left out. The groups
+        # are the same on every start of a run (the optimizer state of a resume must fit them).
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                groups.setdefault((p.dim() >= 2, name in self.init_loaded), []).append(p)
+        scale = tc.get("init_lr_scale", 1.0)
         # The fused CUDA kernel updates every tensor in one launch (PyTorch >= 2.0).
         fused = bool(tc.get("fused_adamw", True)) and self.device.type == "cuda"
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": tc["weight_decay"]},
-             {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": params, "weight_decay": tc["weight_decay"] if decay else 0.0,
+              "lr": tc["lr"] * (scale if loaded else 1.0)}
+             for (decay, loaded), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))],
             lr=tc["lr"], betas=tuple(tc["betas"]), fused=fused or None,
         )
         factor = lr_lambda(tc["warmup_steps"], tc["max_steps"], tc.get("min_lr_ratio", 0.1),

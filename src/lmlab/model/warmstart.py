@@ -1,0 +1,106 @@
+"""Starting a model from another one's weights (``init_from``): pre-train, then fine-tune.
+
+``init_from`` names an lmlab model file (``model.pt``) or training checkpoint (``*.ckpt``). The new
+model takes every tensor whose name and shape match one there; the rest of its tensors keep their
+fresh initialisation, and the file's other tensors are left out. A name found in both with another
+shape is an error naming the tensor (a checkpoint of another width cannot be loaded in part). The
+tokenizer comes with the weights: the prepare stage encodes the data with the file's tokenizer
+(``tokenizer_from``), and training refuses data prepared with any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmlab.model.checkpoint import load_model
+
+
+class InitError(ValueError):
+    """An ``init_from`` that cannot start this model: one line naming the file and the cause."""
+
+
+@dataclass
+class InitReport:
+    """Which tensors of the new model came from ``source`` (``loaded``), kept their fresh values
+    (``new``), and which of the file's were left out (``dropped``)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)  # trainer.freeze's parameters
+
+    def to_dict(self) -> dict:
+        return {"init_from": self.source, "loaded": self.loaded, "new": self.new, "dropped": self.dropped,
+                "frozen": self.frozen}
+
+    def lines(self) -> list[str]:
+        """What a run prints: the counts, then each new and dropped tensor by name."""
+        out = [f"init_from {self.source}: loaded {len(self.loaded)} tensors, {len(self.new)} new, "
+               f"{len(self.dropped)} dropped"]
+        out += [f"  new: {name}" for name in self.new] + [f"  dropped: {name}" for name in self.dropped]
+        return out + ([f"  frozen: {len(self.frozen)} parameters ({', '.join(self.frozen[:3])}, ...)"]
+                      if self.frozen else [])
+
+
+def read_init(path: str | Path):
+    """(weights, model config, tokenizer JSON, payload) of an ``init_from`` file; one line
+    (``InitError``) for a missing file or one that is not an lmlab model."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InitError(f"init_from={str(path)!r} not found: give an lmlab model.pt or training checkpoint")
+    if path.is_dir():
+        raise InitError(f"init_from={str(path)!r} is a folder: give an lmlab model.pt or training checkpoint")
+    try:
+        model, _, payload = load_model(path)
+    except (ValueError, FileNotFoundError) as err:
+        raise InitError(f"init_from={str(path)!r}: {err}") from None
+    return model.state_dict(), payload["model_config"], payload["tokenizer"], payload
+
+
+def warm_start(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> InitReport:
+    """Copy into ``model`` every tensor of ``weights`` whose name and shape match; returns the
+    report. A name in both with different shapes raises ``InitError`` before anything is copied."""
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if name in own and own[name].shape != tensor.shape:
+            raise InitError(f"init_from={source!r}: {name} is {tuple(tensor.shape)} there but "
+                            f"{tuple(own[name].shape)} in this model (model.n_embd, d_ff, max_len "
+                            "or the vocabulary differ): match the pre-trained model's dimensions")
+    report = InitReport(source)
+    report.loaded = [name for name in own if name in weights]
+    report.new = [name for name in own if name not in weights]
+    report.dropped = [name for name in weights if name not in own]
+    model.load_state_dict({name: weights[name] for name in report.loaded}, strict=False)
+    return report
+
+
+# what trainer.freeze's words stand for: parameter-name prefixes of lmlab's Transformer
+FREEZE_PARTS = {"embeddings": ("embed.", "pos_embed."), "encoder": ("encoder.", "enc_ln."),
+                "decoder": ("decoder.", "dec_ln.")}
+
+
+def freeze(model: torch.nn.Module, parts: tuple[str, ...] | list[str]) -> list[str]:
+    """Stop the parameters of ``parts`` (``FREEZE_PARTS`` words or name prefixes such as
+    ``decoder.0``) from training; returns the frozen names. The output layer shares the token
+    embedding when ``tie_embeddings`` is on, so freezing ``embeddings`` freezes both. A part that
+    names no parameter is a ``ValueError`` naming it."""
+    from lmlab.config import ConfigError
+
+    names = [name for name, _ in model.named_parameters()]
+    frozen = []
+    for part in parts:
+        prefixes = FREEZE_PARTS.get(part, (part if part.endswith(".") else part + ".",))
+        hits = [n for n in names if n.startswith(prefixes)]
+        if not hits:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"trainer.freeze: {part!r} names no parameter of this model (say "
+                              f"{', '.join(FREEZE_PARTS)}, or a prefix of: {', '.join(tops)})")
+        frozen += [n for n in hits if n not in frozen]
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    return frozen
