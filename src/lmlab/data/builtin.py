@@ -32,4 +32,5 @@ BUILTIN_CORPORA: dict[str, Builtin] = {
     "summaries": Builtin("summarization", "lmlab.data.summaries:generate_summaries"),
     "synthetic_hard": Builtin("translation", "lmlab.data.corpus:generate_hard_corpus"),
     "lm_text": Builtin("language_modeling", "lmlab.data.corpus:generate_lm_text"),
+    "lm_text_both": Builtin("language_modeling", "lmlab.data.corpus:generate_bilingual_text"),
 }

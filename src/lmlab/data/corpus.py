@@ -758,3 +758,16 @@ def generate_lm_text(seed: int = 1234, n_train: int = 20000, n_valid: int = 1000
     pairs = generate_corpus(seed, n_train * k, n_valid * k, n_test * k)
     return {split: [" ".join(src for src, _ in rows[i:i + k]) for i in range(0, len(rows), k)]
             for split, rows in pairs.items()}
+
+
+def generate_bilingual_text(seed: int = 1234, n_train: int = 20000, n_valid: int = 1000,
+                            n_test: int = 1000) -> dict[str, list[str]]:
+    """Text in both built-in languages (``data=lm_text_both``), for pre-training a model that is
+    then fine-tuned to translate: each line ``LM_SENTENCES_PER_LINE`` sentences of one language,
+    the source language on even lines and the target language on odd ones, every line from pairs
+    of its own, so that no sentence occurs in the text with its translation (the text teaches
+    each language, never the mapping between them)."""
+    k = LM_SENTENCES_PER_LINE
+    pairs = generate_corpus(seed, n_train * k, n_valid * k, n_test * k)
+    return {split: [" ".join(pair[(i // k) % 2] for pair in rows[i:i + k]) for i in range(0, len(rows), k)]
+            for split, rows in pairs.items()}
