@@ -12,7 +12,7 @@ STAMP := $(VENV)/.lmlab-installed
 # test processes (pytest-xdist); a test file stays in one process, so its tests share fixtures
 TEST_WORKERS ?= 2
 
-.PHONY: setup repro test test-fast lint params compare
+.PHONY: setup repro test test-fast lint params pretrain-params compare
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,8 @@ compare: $(STAMP)
 # Recompose params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m lmlab.params > params.yaml.tmp && mv params.yaml.tmp params.yaml
+
+# Recompose pretrain/params.yaml: conf/ with the overrides of pretrain/overrides.txt.
+pretrain-params: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python -m lmlab.params $$(cat pretrain/overrides.txt) > pretrain/params.yaml.tmp \
+		&& mv pretrain/params.yaml.tmp pretrain/params.yaml

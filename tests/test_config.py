@@ -19,6 +19,14 @@ def test_params_yaml_is_the_composition_of_conf():
     assert yaml.safe_load(render()) == compose([])
 
 
+def test_pretrain_params_are_conf_with_the_pretraining_overrides():
+    """pretrain/params.yaml must not drift either: regenerate it with `make pretrain-params`."""
+    overrides = (ROOT / "pretrain/overrides.txt").read_text().split()
+    assert load_params(ROOT / "pretrain/params.yaml") == compose(overrides), \
+        "pretrain/params.yaml differs from conf/ with pretrain/overrides.txt: run `make pretrain-params`"
+    assert build_config(compose(overrides)).init_from is None  # pre-training starts from scratch
+
+
 def test_both_doors_build_the_same_config(tmp_path):
     overrides = ["model=small", "decoding=beam", "trainer.max_steps=7"]
     params = tmp_path / "params.yaml"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -61,9 +62,10 @@ def test_dvc_repro_end_to_end(repo):
     assert '"reports/sweep/topp/metrics.json"' in json.dumps(shown_metrics)
     assert "## Decoding strategies (same model)" in report and "| topp |" in report
 
-    # nothing changed: nothing reruns
+    # nothing changed: nothing reruns but the init stage, which hashes the init_from file (none here)
     again = run(["dvc", "repro"], dest, env)
-    assert ran_stages(again) == [] and "up to date" in again
+    assert ran_stages(again) == [] and re.findall(r"Running stage '([^']+)'", again) == ["init"]
+    assert json.loads((dest / "data/init/init.json").read_text()) == {"init_from": None}
 
     # one sweep entry changed: only its stages (and the report) rerun
     params = yaml.safe_load((dest / "params.yaml").read_text())

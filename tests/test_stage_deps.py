@@ -97,7 +97,7 @@ def uncovered(root: Path) -> list[str]:
 
 def test_every_stage_depends_on_the_code_it_runs():
     stages = stage_scripts(ROOT / "dvc.yaml")
-    assert set(stages) == {"download", "prepare", "train", "generate", "sweep-generate", "evaluate",
+    assert set(stages) == {"init", "download", "prepare", "train", "generate", "sweep-generate", "evaluate",
                            "sweep-evaluate", "report"}
     assert uncovered(ROOT) == []
 
@@ -213,3 +213,16 @@ def test_the_readme_map_matches_the_tree():
     actual = {str(d.relative_to(src)): {p.name for p in d.glob("*.py") if p.name != "__init__.py"}
               for d in [src / "lmlab", *(p for p in (src / "lmlab").iterdir() if (p / "__init__.py").is_file())]}
     assert named == actual
+
+
+def test_the_pretraining_stages_are_the_main_ones_run_from_their_folder():
+    """pretrain/dvc.yaml runs download, prepare and train from pretrain/: the same commands (the
+    scripts one folder up), code dependencies and params as dvc.yaml's, less the init stage's."""
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    pre = yaml.safe_load((ROOT / "pretrain/dvc.yaml").read_text())["stages"]
+    assert list(pre) == ["download", "prepare", "train"]
+    for name, stage in pre.items():
+        assert stage["cmd"] == main[name]["cmd"].replace("python src/", "python ../src/")
+        assert stage["deps"] == [d if d.startswith("data/") else "../" + d
+                                 for d in main[name]["deps"] if d != "data/init"], name
+        assert stage["params"] == [p for p in main[name]["params"] if p != "init_from"], name

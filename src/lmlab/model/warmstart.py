@@ -104,3 +104,27 @@ def freeze(model: torch.nn.Module, parts: tuple[str, ...] | list[str]) -> list[s
         if name in frozen:
             p.requires_grad_(False)
     return frozen
+
+
+def record_init(init_from: str | None, out_dir: str | Path) -> dict:
+    """The ``init`` stage: write ``out_dir/init.json`` naming the ``init_from`` file and the
+    SHA-256 of its bytes (``{"init_from": null}`` without one), after checking that the file is an
+    lmlab model. The prepare and train stages depend on ``out_dir``, so DVC reruns them exactly
+    when the pre-trained model's content changes (the stage itself runs on every ``dvc repro``:
+    hashing a file is all it does). Returns what it wrote."""
+    import hashlib
+
+    from lmlab.files import atomic_dir, write_json
+
+    info: dict = {"init_from": init_from}
+    if init_from:
+        path = Path(init_from).expanduser()
+        read_init(path)  # a missing or foreign file fails here, with one line
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        info |= {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+    with atomic_dir(out_dir) as tmp:
+        write_json(Path(tmp) / "init.json", info)
+    return info
