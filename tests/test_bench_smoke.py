@@ -179,3 +179,28 @@ def test_char_lm_parity_alternates_the_sides_and_ends_in_its_ratios(capsys, tmp_
     ratios = sorted(loss["lmlab", s] / loss["reference", s] for s in (1, 2))
     assert result["val_loss_ratio"] == round((ratios[0] + ratios[1]) / 2, 4)
     assert result["val_characters"] == len(SPEECHES) - int(0.9 * len(SPEECHES))
+
+
+def test_pretrain_gain_runs_both_sides_of_every_budget_and_continues_where_it_stopped(tmp_path, capsys):
+    """bench/pretrain_gain.py: one pre-training, then per budget a fine-tuning from it and a run
+    from scratch through the stage scripts; a second call reuses every finished run."""
+    import pretrain_gain
+
+    shrink = ["data.n_train=200", "data.n_valid=20", "data.n_test=12", "tokenizer.vocab_size=200",
+              "tokenizer.max_tokens=40", "model.n_embd=32", "model.n_head=2", "model.n_decoder_layer=1",
+              "model.d_ff=64", "model.max_len=96", "trainer.batch_size=16", "trainer.block_size=32",
+              "decoding.max_new_tokens=20", "sweep.beam4.max_new_tokens=20", "sweep.topp.max_new_tokens=20"]
+    argv = ["--out", str(tmp_path / "runs"), "--budgets", "3", "--pretrain-steps", "2",
+            "--figure", str(tmp_path / "gain.png"), *[f"--override={o}" for o in shrink]]
+    result = pretrain_gain.main(argv)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["ft3", "pre", "sc3"]
+    for n in ("3",):
+        both = result["budgets"][n]
+        assert both["bleu_gain"] == round(both["pretrained"]["bleu"] - both["scratch"]["bleu"], 2)
+        run = json.loads((tmp_path / f"runs/ft{n}/model/run.json").read_text())
+        assert run["init"]["init_from"] == str(tmp_path / "runs/pre/model/model.pt") and run["global_step"] == int(n)
+        assert "init" not in json.loads((tmp_path / f"runs/sc{n}/model/run.json").read_text())
+    assert (tmp_path / "gain_bleu.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "gain_loss.png").is_file()
+    assert pretrain_gain.main(argv) == result  # nothing retrained: the same figures
+    assert capsys.readouterr().out.count("done before, kept") == 3
