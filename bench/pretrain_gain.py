@@ -7,17 +7,21 @@ for N steps, against training from scratch for the same N steps, at several N.
 Every run goes through the stage scripts ``dvc repro`` runs (download, prepare, train, generate,
 score), each in a folder of ``--out``: ``pre`` (``pretrain/overrides.txt``'s settings: ``gpt-tiny``
 on ``data=lm_text_both``, whose sentences never occur in the translation test set), ``ft<N>``
-(``init_from`` the pre-trained model) and ``sc<N>`` (from scratch). A run whose ``metrics.json``
+(``init_from`` the pre-trained model) and ``sc<N>`` (from scratch, its own tokenizer). A run whose ``metrics.json``
 is there is not run again, so an interrupted bench continues. Both sides of a budget share
 everything but the start: ``model=gpt-tiny`` (decoder-only translation), the width rule's learning
 rate, and a warm-up of N/10 steps; the pre-trained side also encodes with the pre-trained
 tokenizer (trained on the pre-training text, both languages), the scratch side trains its own on
 the translation pairs.
 
-The last line is a JSON object: per budget the BLEU and best validation loss of both sides and
-``bleu_gain`` (pre-trained − scratch). ``--figure`` draws BLEU and validation loss against the
-budget, one line per side. What it cannot show: the gain at other pre-training budgets, sizes or
-learning rates, or on real text; and the two sides' tokenizers differ.
+A third side, ``st<N>``, starts afresh on the pre-trained tokenizer (``init_weights=false``): it
+reads the same tokens as the fine-tuning, so it isolates what the pre-trained weights bring.
+
+The last line is a JSON object: per budget each side's BLEU, chrF, best validation loss, test
+loss per token and per test sentence (the tokenizers cut the text differently, so only the
+latter compares across them), and ``bleu_gain`` (pre-trained − scratch on the same tokenizer).
+``--figure`` draws BLEU and the loss per sentence against the budget, one line per side. What it
+cannot show: the gain at other pre-training budgets, sizes or learning rates, or on real text.
 """
 
 from __future__ import annotations
@@ -76,20 +80,27 @@ def run_pipeline(run: Path, overrides: list[str], stages=STAGES) -> None:
 
 
 def side(run: Path) -> dict:
+    """A run's scores. The loss per token depends on the tokenizer (the pre-trained one cuts the
+    text finer), so the test loss is also given per test sentence: ``nats_per_sentence``."""
     metrics = json.loads((run / "metrics.json").read_text())
     summary = json.loads((run / "model/run.json").read_text())
+    test = json.loads((run / "prepared/stats.json").read_text())["test"]
+    scored = test["target_tokens"] + test["pairs"]  # each target and its </s>
     return {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "best_val_loss": round(summary["best_val_loss"], 4),
-            "test_loss": metrics["loss"], "train_seconds": summary["train_seconds"]}
+            "test_loss": metrics["loss"], "nats_per_sentence": round(metrics["loss"] * scored / test["pairs"], 2),
+            "train_seconds": summary["train_seconds"]}
 
 
 def draw(result: dict, path: Path) -> None:
     from lmlab.report.report import new_axes, save_figure
 
     budgets = sorted(int(b) for b in result["budgets"])
-    for key, label, name in (("bleu", "test BLEU", "bleu"), ("best_val_loss", "best validation loss", "loss")):
+    sides = (("pretrained", "o-"), ("scratch_same_tokenizer", "s--"), ("scratch", "^:"))
+    for key, label, name in (("bleu", "test BLEU", "bleu"), ("nats_per_sentence", "test loss per sentence (nats)", "loss")):
         fig, ax = new_axes(f"Pre-trained against from scratch: {label}", "fine-tuning steps (log scale)", label)
-        for start, style in (("pretrained", "o-"), ("scratch", "s--")):
-            ax.plot(budgets, [result["budgets"][str(b)][start][key] for b in budgets], style, label=start)
+        for start, style in sides:
+            ax.plot(budgets, [result["budgets"][str(b)][start][key] for b in budgets], style,
+                    label=start.replace("_", " "))
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.legend()
@@ -109,9 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
         common = ["model=gpt-tiny", f"trainer.max_steps={n}", f"trainer.warmup_steps={n // 10}",
                   f"trainer.val_check_interval={min(n, 250)}", *args.override]
         run_pipeline(args.out / f"ft{n}", [*common, f"init_from={init}"])
+        run_pipeline(args.out / f"st{n}", [*common, f"init_from={init}", "init_weights=false"])
         run_pipeline(args.out / f"sc{n}", common)
-        ft, sc = side(args.out / f"ft{n}"), side(args.out / f"sc{n}")
-        result["budgets"][str(n)] = {"pretrained": ft, "scratch": sc, "bleu_gain": round(ft["bleu"] - sc["bleu"], 2)}
+        ft, st, sc = (side(args.out / f"{k}{n}") for k in ("ft", "st", "sc"))
+        result["budgets"][str(n)] = {"pretrained": ft, "scratch_same_tokenizer": st, "scratch": sc,
+                                     "bleu_gain": round(ft["bleu"] - st["bleu"], 2)}
     if args.figure is not None:
         draw(result, args.figure)
     print(json.dumps(result))

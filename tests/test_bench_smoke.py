@@ -194,13 +194,17 @@ def test_pretrain_gain_runs_both_sides_of_every_budget_and_continues_where_it_st
             "--figure", str(tmp_path / "gain.png"), *[f"--override={o}" for o in shrink]]
     result = pretrain_gain.main(argv)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["ft3", "pre", "sc3"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["ft3", "pre", "sc3", "st3"]
     for n in ("3",):
         both = result["budgets"][n]
-        assert both["bleu_gain"] == round(both["pretrained"]["bleu"] - both["scratch"]["bleu"], 2)
+        assert both["bleu_gain"] == round(both["pretrained"]["bleu"] - both["scratch_same_tokenizer"]["bleu"], 2)
+        same = json.loads((tmp_path / f"runs/st{n}/model/run.json").read_text())["init"]
+        assert same["loaded"] == [] and len(same["new"]) > 0  # init_weights=false: the tokenizer only
+        assert (tmp_path / f"runs/st{n}/prepared/tokenizer.json").read_text() == \
+            (tmp_path / f"runs/ft{n}/prepared/tokenizer.json").read_text()
         run = json.loads((tmp_path / f"runs/ft{n}/model/run.json").read_text())
         assert run["init"]["init_from"] == str(tmp_path / "runs/pre/model/model.pt") and run["global_step"] == int(n)
         assert "init" not in json.loads((tmp_path / f"runs/sc{n}/model/run.json").read_text())
     assert (tmp_path / "gain_bleu.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "gain_loss.png").is_file()
     assert pretrain_gain.main(argv) == result  # nothing retrained: the same figures
-    assert capsys.readouterr().out.count("done before, kept") == 3
+    assert capsys.readouterr().out.count("done before, kept") == 4

@@ -450,6 +450,7 @@ class Config:
     seed: int = 1234
     ckpt_path: str | None = None
     init_from: str | None = None  # pre-trained weights and tokenizer to start from (lmlab.model.warmstart)
+    init_weights: bool = True  # false: take only init_from's tokenizer (a from-scratch control on the same tokens)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelSection = field(default_factory=ModelSection)

@@ -130,7 +130,8 @@ def start_from(cfg: Config, module: TransformerLitModule, tokenizer_json: str, t
         if tokenizer_hash(init_tokenizer) != tokenizer_hash(tokenizer_json):
             raise InitError(f"init_from={cfg.init_from!r} was trained with another tokenizer than {tok_path}: "
                             "rerun the prepare stage with the same init_from (it encodes with that model's tokenizer)")
-        report = warm_start(module.model, weights, cfg.init_from)
+        # init_weights=false: the tokenizer only, every tensor new
+        report = warm_start(module.model, weights if cfg.init_weights else {}, cfg.init_from)
         module.init_loaded = set(report.loaded)
     if cfg.trainer.freeze:
         frozen = freeze(module.model, cfg.trainer.freeze)
