@@ -241,8 +241,10 @@ def test_a_killed_stage_leaves_old_or_new_outputs_and_dvc_repro_recovers(tmp_pat
         recovered = json.loads((dest / "reports/metrics.json").read_text())
         if recovered != reference:
             problems.append(f"{' '.join(repro)} after the kills: {recovered} instead of {reference}")
-    status = run(["dvc", "status"], dest, env)
-    if "up to date" not in status:
+    # the main pipeline (not pretrain/dvc.yaml's, never run here): all up to date but the init
+    # stage, which DVC always counts as changed (it hashes the init_from file on every repro)
+    status = run(["dvc", "status", "dvc.yaml"], dest, env)
+    if status.split() != ["init:", "always", "changed"]:
         problems.append(f"dvc status after the repros:\n{status}")
     print(f"{len(kills)} kills ({', '.join(kills)}) in {time.perf_counter() - start:.0f} s; "
           f"between the renames of separate paths: {'; '.join(windows) or 'none'}")

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import prepare as prepare_stage
 import train as train_stage
@@ -83,7 +84,9 @@ def test_bad_init_from_is_one_line_exit_2_and_nothing_written(init, message, pre
     path = pretrained if init == "wide" else tmp_path / init
     wide = ["model.n_embd=64"] if init == "wide" else []
     out = tmp_path / "run"
-    status = train_stage.main([*tiny_overrides, *wide, f"init_from={path}", "--prepared-dir", str(prepared / "prepared"),
+    params = tmp_path / "params.yaml"  # the DVC door (the Hydra door would take over this process's output)
+    params.write_text(yaml.safe_dump(compose([*tiny_overrides, *wide, f"init_from={path}"]), sort_keys=False))
+    status = train_stage.main(["--params", str(params), "--prepared-dir", str(prepared / "prepared"),
                                "--out-dir", str(out / "model"), "--curves-dir", str(out / "curves"),
                                "--ckpt-dir", str(out / "ckpt")])
     err = capsys.readouterr().err

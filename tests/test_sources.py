@@ -47,7 +47,8 @@ def read_raw(raw: Path) -> dict[str, list[str]]:
 
 
 def test_the_presets_are_the_ones_documented():
-    assert PRESETS == sorted(["lm_text", "local", "summaries", "synthetic", "synthetic_hard", *HUB_PRESETS])
+    assert PRESETS == sorted(["lm_text", "lm_text_both", "local", "summaries", "synthetic", "synthetic_hard",
+                              *HUB_PRESETS])
 
 
 @pytest.mark.parametrize("name", PRESETS)
