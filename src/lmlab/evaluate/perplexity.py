@@ -40,9 +40,8 @@ def perplexity(model, prepared_dir: str | Path, split: str, batch_size: int,
             logits, labels = logits_and_labels(model, batch)
             loss, count = summed_loss(logits, labels, m.pad_id)
             nll, n_tok = nll + loss.item(), n_tok + int(count)
-            if m.arch == "encoder-only":
-                scored = labels.ne(m.pad_id)
-                n_right += int((logits[scored].argmax(-1) == labels[scored]).sum())
+            if m.arch == "encoder-only":  # logits and labels of the masked positions only
+                n_right += int((logits.argmax(-1) == labels).sum())
     loss = nll / max(n_tok, 1)
     out = {"loss": round(loss, 6), "perplexity": round(math.exp(loss), 4)}
     if m.arch == "encoder-only":

@@ -48,6 +48,8 @@ class TransformerLitModule(pl.LightningModule):
         self.save_hyperparameters()
         self.model = Transformer(ModelConfig(**model_cfg))
         self.tcfg = trainer_cfg
+        # BERT's masking of an encoder-only model's batches (lmlab.model.loss), read once
+        self.mask_rule = MaskRule.of(trainer_cfg) if self.model.encoder_only else None
         self._val_sums = torch.zeros(2)
         self._compiled = None
         # saved in checkpoints, so they decode on their own (translate.py needs the task too)
@@ -76,7 +78,7 @@ class TransformerLitModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         if self.model.encoder_only:  # new masks every step (the same after a resume)
-            batch = masked_batch(self.model, batch, MaskRule.of(self.tcfg), self._train_generator(batch_idx))
+            batch = masked_batch(self.model, batch, self.mask_rule, self._train_generator(batch_idx))
         loss_sum, n_tok = self._loss(batch, self.tcfg["label_smoothing"])
         loss = loss_sum / n_tok
         # logged per step only, so Lightning needs no batch size to weight an epoch mean: none
@@ -124,7 +126,7 @@ class TransformerLitModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         if self.model.encoder_only:  # the same masks in every run
-            batch = masked_batch(self.model, batch, MaskRule.of(self.tcfg), eval_generator(batch_idx))
+            batch = masked_batch(self.model, batch, self.mask_rule, eval_generator(batch_idx))
         loss_sum, n_tok = loss_sums(self.model, batch)  # true NLL: perplexity is comparable across runs
         self._val_sums += torch.stack([loss_sum.double(), n_tok.double()])
 
