@@ -74,15 +74,19 @@ def test_conflicting_tokenizer_key_is_one_line(pretrained, prepared, tiny_overri
 
 
 @pytest.mark.parametrize("init, message", [
-    ("missing.pt", "init_from='{dir}/missing.pt' not found: give an lmlab model.pt or training checkpoint"),
+    ("missing.pt", "init_from='{dir}/missing.pt' not found: give an lmlab model.pt, a training checkpoint or a "
+                   "Hugging Face model folder"),
     ("junk.pt", "init_from='{dir}/junk.pt': {dir}/junk.pt is not a readable PyTorch file"),
-    ("wide", "embed.weight is (300, 32) there but (300, 64) in this model"),
+    ("folder", "init_from='{dir}/folder' is a folder without config.json: give an lmlab model.pt"),
+    ("wide", "model.n_embd=64 but init_from='{init}' was built with model.n_embd=32: set model.n_embd=32"),
+    ("heads", "model.n_head=4 but init_from='{init}' was built with model.n_head=2: set model.n_head=2"),
 ])
 def test_bad_init_from_is_one_line_exit_2_and_nothing_written(init, message, pretrained, prepared, tiny_overrides,
                                                               tmp_path, capsys):
     (tmp_path / "junk.pt").write_text("not a model")
-    path = pretrained if init == "wide" else tmp_path / init
-    wide = ["model.n_embd=64"] if init == "wide" else []
+    (tmp_path / "folder").mkdir()
+    path = pretrained if init in ("wide", "heads") else tmp_path / init
+    wide = {"wide": ["model.n_embd=64"], "heads": ["model.n_head=4"]}.get(init, [])
     out = tmp_path / "run"
     params = tmp_path / "params.yaml"  # the DVC door (the Hydra door would take over this process's output)
     params.write_text(yaml.safe_dump(compose([*tiny_overrides, *wide, f"init_from={path}"]), sort_keys=False))
@@ -90,7 +94,7 @@ def test_bad_init_from_is_one_line_exit_2_and_nothing_written(init, message, pre
                                "--out-dir", str(out / "model"), "--curves-dir", str(out / "curves"),
                                "--ckpt-dir", str(out / "ckpt")])
     err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1 and message.format(dir=tmp_path) in err
+    assert status == 2 and err.count("\n") == 1 and message.format(dir=tmp_path, init=pretrained) in err
     assert not out.exists()
 
 

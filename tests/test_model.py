@@ -14,6 +14,7 @@ VARIANTS = [
     dict(positions="learned", activation="gelu_tanh", scale_embeddings=False),
     dict(positions="rotary", activation="swiglu"),
     dict(positions="sinusoidal", activation="gelu", tie_embeddings=False),
+    dict(positions="learned", activation="gelu", norm_first=False, embed_norm=True, norm_eps=1e-12),
 ]
 
 
@@ -25,6 +26,7 @@ def formula(cfg: ModelConfig) -> int:
     up = 2 * f if cfg.activation == "swiglu" else f            # swiglu: gate and value halves
     ff = d * up + up + f * d + d
     embed = V * d * (1 if cfg.tie_embeddings else 2) + (cfg.max_len * d if cfg.positions == "learned" else 0)
+    embed += ln if cfg.embed_norm else 0
     final = ln if cfg.norm_first else 0
     if cfg.arch == "decoder-only":
         return embed + cfg.n_decoder_layer * (attn + ff + 2 * ln) + final
@@ -61,13 +63,13 @@ def test_every_preset_instantiates_with_the_formula_count(name):
 
 def test_bert_base_preset_is_bert_base_less_what_it_leaves_out():
     # Hugging Face's BertForMaskedLM with BERT-base's config (30,522 ids, [MASK] among them) has
-    # token-type embeddings (2 × 768) and an embedding LayerNorm (2 × 768) that lmlab's encoder
-    # lacks; lmlab adds a <mask> row to the embedding and the output bias (768 + 1)
+    # token-type embeddings (2 × 768) that lmlab's encoder lacks (an import folds type 0 into the
+    # positions); lmlab adds a <mask> row to the embedding and the output bias (768 + 1)
     from transformers import BertConfig, BertForMaskedLM
 
     with torch.device("meta"):
         hf = sum(p.numel() for p in BertForMaskedLM(BertConfig()).parameters())
-    assert count_parameters("bert-base", 30522) == hf - 4 * 768 + 769 == 109_511_995
+    assert count_parameters("bert-base", 30522) == hf - 2 * 768 + 769 == 109_513_531
 
 
 def test_gpt2_preset_has_gpt2_small_parameter_count():

@@ -243,6 +243,7 @@ class ModelSection(Architecture):
             raise ConfigError(f"model.n_embd / model.n_head = {self.n_embd // self.n_head} must be even "
                               "(sinusoidal and rotary positions pair up dimensions)")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        _require(self.norm_eps > 0.0, "model.norm_eps", self.norm_eps, "must be > 0")
 
 
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")

@@ -29,3 +29,5 @@ class Architecture:
     activation: str = "relu"
     scale_embeddings: bool = True  # multiply token embeddings by sqrt(n_embd), as the 2017 paper
     tie_embeddings: bool = True  # one matrix for source, target and output (joint vocabulary)
+    embed_norm: bool = False  # a LayerNorm on the summed embeddings, as BERT has
+    norm_eps: float = 1e-5  # every LayerNorm's epsilon (BERT's is 1e-12, GPT-2's 1e-5)

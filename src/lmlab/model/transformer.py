@@ -205,6 +205,10 @@ class FeedForward(nn.Module):
         return self.down(self.drop(h) if self.training else h)
 
 
+def layer_norm(cfg: Architecture) -> nn.LayerNorm:
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps)
+
+
 class Block(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each a residual sublayer normed
     before (pre-LN) or after (post-LN). Encoder blocks and decoder-only blocks have no cross-attention."""
@@ -214,8 +218,8 @@ class Block(nn.Module):
         self.norm_first = cfg.norm_first
         self.self_attn, self.ff = Attention(cfg), FeedForward(cfg)
         self.cross_attn = Attention(cfg, cross=True) if cross else None
-        self.ln1, self.ln3 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
-        self.ln2 = nn.LayerNorm(cfg.n_embd) if cross else None
+        self.ln1, self.ln3 = layer_norm(cfg), layer_norm(cfg)
+        self.ln2 = layer_norm(cfg) if cross else None
         self.drop = nn.Dropout(cfg.dropout)
 
     def _residual(self, x, f, ln):
@@ -260,17 +264,18 @@ class Transformer(nn.Module):
             cos, sin = rotary_tables(cfg.max_len, hs)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.embed_ln = layer_norm(cfg) if cfg.embed_norm else None  # BERT's
         self.drop = nn.Dropout(cfg.dropout)
         n_enc = 0 if self.decoder_only else cfg.n_encoder_layer
         self.encoder = nn.ModuleList(Block(cfg) for _ in range(n_enc))
         self.decoder = nn.ModuleList(Block(cfg, cross=not self.decoder_only)
                                      for _ in range(cfg.n_decoder_layer))
         # pre-LN stacks need a final norm; post-LN blocks already end in one
-        final = (lambda: nn.LayerNorm(C)) if cfg.norm_first else nn.Identity
+        final = (lambda: layer_norm(cfg)) if cfg.norm_first else nn.Identity
         self.enc_ln = final() if n_enc else nn.Identity()
         self.dec_ln = final() if cfg.n_decoder_layer else nn.Identity()
         if self.encoder_only:  # BERT's prediction head, and a bias on the output layer
-            self.mlm_transform = nn.Sequential(nn.Linear(C, C), nn.GELU(), nn.LayerNorm(C))
+            self.mlm_transform = nn.Sequential(nn.Linear(C, C), nn.GELU(), layer_norm(cfg))
             self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
         self.apply(self._init)
@@ -328,6 +333,8 @@ class Transformer(nn.Module):
             x = x + self.pos_table[pos]
         else:
             rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])  # (B|1, 1, T, hs)
+        if self.embed_ln is not None:
+            x = self.embed_ln(x)
         return (self.drop(x) if self.training else x), rope  # (B, T, C)
 
     @staticmethod

@@ -1,6 +1,7 @@
 """Starting a model from another one's weights (``init_from``): pre-train, then fine-tune.
 
-``init_from`` names an lmlab model file (``model.pt``) or training checkpoint (``*.ckpt``). The new
+``init_from`` names an lmlab model file (``model.pt``), a training checkpoint (``*.ckpt``), or a
+Hugging Face ``GPT2LMHeadModel``/``BertForMaskedLM`` folder (``lmlab.model.interop.read_hf``). The new
 model takes every tensor whose name and shape match one there; the rest of its tensors keep their
 fresh initialisation, and the file's other tensors are left out. A name found in both with another
 shape is an error naming the tensor (a checkpoint of another width cannot be loaded in part). The
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lmlab.model.checkpoint import load_model
+from lmlab.model.interop import HFImportError, is_hf_dir, read_hf
 
 
 class InitError(ValueError):
@@ -47,18 +49,47 @@ class InitReport:
 
 
 def read_init(path: str | Path):
-    """(weights, model config, tokenizer JSON, payload) of an ``init_from`` file; one line
-    (``InitError``) for a missing file or one that is not an lmlab model."""
+    """(weights, model config, tokenizer JSON, payload) of an ``init_from`` file or Hugging Face
+    folder; one line (``InitError``) for a missing path or one that is not a model lmlab reads."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise InitError(f"init_from={str(path)!r} not found: give an lmlab model.pt or training checkpoint")
+        raise InitError(f"init_from={str(path)!r} not found: give an lmlab model.pt, a training checkpoint "
+                        "or a Hugging Face model folder")
     if path.is_dir():
-        raise InitError(f"init_from={str(path)!r} is a folder: give an lmlab model.pt or training checkpoint")
+        if not is_hf_dir(path):
+            raise InitError(f"init_from={str(path)!r} is a folder without config.json: give an lmlab model.pt, "
+                            "a training checkpoint, or a Hugging Face model folder (save_pretrained)")
+        try:
+            return read_hf(path)
+        except HFImportError as err:
+            raise InitError(str(err)) from None
     try:
         model, _, payload = load_model(path)
     except (ValueError, FileNotFoundError) as err:
         raise InitError(f"init_from={str(path)!r}: {err}") from None
     return model.state_dict(), payload["model_config"], payload["tokenizer"], payload
+
+
+# model settings that change what loaded tensors compute without changing their shapes (or, for
+# the widths, that a named error says better than a tensor's shape)
+SAME_AS_INIT = ("n_embd", "n_head", "d_ff", "norm_first", "positions", "activation", "scale_embeddings",
+                "embed_norm", "norm_eps")
+
+
+def check_architecture(model: dict, theirs: dict, source: str) -> None:
+    """Refuse, naming the key, a ``model`` setting of ``SAME_AS_INIT`` that differs from the
+    pre-trained model's (``theirs``, its ``ModelConfig`` fields; a field a file predates takes the
+    default). Layer counts, dropout and the architecture may differ: extra layers start fresh."""
+    from dataclasses import fields
+
+    from lmlab.model.architecture import Architecture
+
+    defaults = {f.name: f.default for f in fields(Architecture)}
+    for key in SAME_AS_INIT:
+        want = theirs.get(key, defaults[key])
+        if model[key] != want:
+            raise InitError(f"model.{key}={model[key]!r} but init_from={source!r} was built with "
+                            f"model.{key}={want!r}: set model.{key}={want!r} so its tensors compute what they learned")
 
 
 def warm_start(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> InitReport:
@@ -79,7 +110,7 @@ def warm_start(model: torch.nn.Module, weights: dict[str, torch.Tensor], source:
 
 
 # what trainer.freeze's words stand for: parameter-name prefixes of lmlab's Transformer
-FREEZE_PARTS = {"embeddings": ("embed.", "pos_embed."), "encoder": ("encoder.", "enc_ln."),
+FREEZE_PARTS = {"embeddings": ("embed.", "pos_embed.", "embed_ln."), "encoder": ("encoder.", "enc_ln."),
                 "decoder": ("decoder.", "dec_ln.")}
 
 
@@ -120,11 +151,16 @@ def record_init(init_from: str | None, out_dir: str | Path) -> dict:
     if init_from:
         path = Path(init_from).expanduser()
         read_init(path)  # a missing or foreign file fails here, with one line
+        # a folder (Hugging Face's): its files' names and bytes, in name order
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        info |= {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+        for file in files:
+            if path.is_dir():
+                digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        info |= {"sha256": digest.hexdigest(), "bytes": sum(f.stat().st_size for f in files)}
     with atomic_dir(out_dir) as tmp:
         write_json(Path(tmp) / "init.json", info)
     return info

@@ -20,7 +20,7 @@ from lmlab.files import atomic_outputs, check_output_dir, write_json
 from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model
 from lmlab.model.loss import MaskRule, eval_generator, loss_sums, masked_batch
 from lmlab.model.transformer import ModelConfig, Transformer
-from lmlab.model.warmstart import InitError, freeze, read_init, warm_start
+from lmlab.model.warmstart import InitError, check_architecture, freeze, read_init, warm_start
 from lmlab.tracking import define_step_axis, display_name
 from lmlab.train.callbacks import AtomicCheckpointIO, CurveWriter, FinalValidation, Snapshots, snapshot_files
 from lmlab.train.data import TokenDataModule
@@ -126,7 +126,9 @@ def start_from(cfg: Config, module: TransformerLitModule, tokenizer_json: str, t
     or None without ``init_from``; every check runs before anything is written."""
     report = None
     if cfg.init_from:
-        weights, _, init_tokenizer, _ = read_init(cfg.init_from)
+        weights, init_model, init_tokenizer, _ = read_init(cfg.init_from)
+        if cfg.init_weights:
+            check_architecture(vars(cfg.model), init_model, cfg.init_from)
         if tokenizer_hash(init_tokenizer) != tokenizer_hash(tokenizer_json):
             raise InitError(f"init_from={cfg.init_from!r} was trained with another tokenizer than {tok_path}: "
                             "rerun the prepare stage with the same init_from (it encodes with that model's tokenizer)")
