@@ -136,3 +136,35 @@ def test_freeze_names_an_unknown_part():
                                           r"embeddings, encoder, decoder, or a prefix of: dec_ln, decoder, embed, "
                                           r"enc_ln, encoder\)$"):
         freeze(model, ["encodr"])
+
+
+def test_lora_trains_only_adapters_and_the_model_file_holds_them_merged(pretrained, prepared, tiny_overrides,
+                                                                         tmp_path):
+    from lmlab.model.checkpoint import checkpoint_weights
+
+    cfg = cfg_of(tiny_overrides, f"init_from={pretrained}", "trainer.max_steps=3", "trainer.val_check_interval=3",
+                 "trainer.lora_rank=4", "trainer.lora_alpha=8", "trainer.lr=0.05")
+    summary = train(cfg, prepared / "prepared", tmp_path / "model", tmp_path / "curves", tmp_path / "ckpt")
+    lora = summary["init"]["lora"]
+    layers = ["encoder.0.self_attn.qkv", "encoder.0.self_attn.proj", "decoder.0.self_attn.qkv",
+              "decoder.0.self_attn.proj", "decoder.0.cross_attn.q", "decoder.0.cross_attn.kv", "decoder.0.cross_attn.proj"]
+    assert sorted(lora["adapted"]) == sorted(layers) and lora["rank"] == 4
+    assert lora["trainable"] == 4 * sum(32 + out for out in (96, 32, 96, 32, 32, 64, 32))  # A: r×in, B: out×r
+    before, _, _ = load_model(pretrained)
+    after, _, _ = load_model(tmp_path / "model/model.pt")  # a plain lmlab model: the adapters merged in
+    start, end = before.state_dict(), after.state_dict()
+    assert list(end) == list(start)
+    ckpt = checkpoint_weights(tmp_path / "ckpt/best.ckpt")
+    for name in start:
+        layer = name.removesuffix(".weight")
+        if layer in layers:  # W + alpha/r · B·A, computed here from the checkpoint's own tensors
+            a, b = ckpt[f"{layer}.lora_A.default.weight"], ckpt[f"{layer}.lora_B.default.weight"]
+            assert not torch.equal(end[name], start[name]), name
+            torch.testing.assert_close(end[name], ckpt[f"{layer}.base_layer.weight"] + 2.0 * b @ a)
+        else:  # everything else, biases of the adapted layers included, stayed frozen
+            assert torch.equal(end[name], start[name]), name
+
+
+def test_lora_without_a_pretrained_model_is_refused(tiny_overrides):
+    with pytest.raises(ConfigError, match=r"^trainer.lora_rank=8 needs init_from \(with init_weights=true\)"):
+        cfg_of(tiny_overrides, "trainer.lora_rank=8")

@@ -287,6 +287,13 @@ class TrainerConfig:
     # parameter-name prefix such as decoder.0 (the first decoder block)
     init_lr_scale: float = 1.0
     freeze: tuple[str, ...] = ()
+    # LoRA (Hu et al., 2021) through peft: rank > 0 trains low-rank adapters on the linear layers
+    # named here (every attention projection by default) and freezes everything else; the model
+    # file holds the adapters merged into the weights (lmlab.model.lora)
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("qkv", "q", "kv", "proj")
     # language modelling: a training block starts every N tokens of the stream (null: block_size,
     # blocks side by side; 1: at every position, windows at any offset as in nanoGPT)
     block_stride: int | None = None
@@ -316,6 +323,9 @@ class TrainerConfig:
                  "must be in [0, 1]")
         _require(self.block_size >= 1, "trainer.block_size", self.block_size, "must be >= 1")
         _require(self.init_lr_scale >= 0.0, "trainer.init_lr_scale", self.init_lr_scale, "must be >= 0")
+        _require(self.lora_rank >= 0, "trainer.lora_rank", self.lora_rank, "must be >= 0 (0: no LoRA)")
+        _require(self.lora_alpha > 0, "trainer.lora_alpha", self.lora_alpha, "must be > 0")
+        _require(0.0 <= self.lora_dropout < 1.0, "trainer.lora_dropout", self.lora_dropout, "must be in [0, 1)")
         _require(0.0 < self.mlm_probability < 1.0, "trainer.mlm_probability", self.mlm_probability,
                  "must be in (0, 1)")
         for key in ("mask_replace_prob", "random_replace_prob"):
@@ -470,6 +480,9 @@ class Config:
         """The checks across sections (each section checked its own keys): whatever the config
         alone can tell about a run failing or silently cutting text later on."""
         m = self.model
+        if self.trainer.lora_rank and not (self.init_from and self.init_weights):
+            raise ConfigError(f"trainer.lora_rank={self.trainer.lora_rank} needs init_from (with init_weights=true): "
+                              "LoRA adapts a pre-trained model, and everything but its adapters stays frozen")
         if self.data.task == "language_modeling":
             if m.arch == "encoder-decoder":
                 raise ConfigError(f"data.task=language_modeling needs a decoder-only model (causal) or an "

@@ -34,18 +34,22 @@ class InitReport:
     new: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)  # trainer.freeze's parameters
+    lora: dict | None = None  # trainer.lora_rank's adapters (lmlab.model.lora.add_lora)
 
     def to_dict(self) -> dict:
         return {"init_from": self.source, "loaded": self.loaded, "new": self.new, "dropped": self.dropped,
-                "frozen": self.frozen}
+                "frozen": self.frozen, **({"lora": self.lora} if self.lora else {})}
 
     def lines(self) -> list[str]:
         """What a run prints: the counts, then each new and dropped tensor by name."""
         out = [f"init_from {self.source}: loaded {len(self.loaded)} tensors, {len(self.new)} new, "
                f"{len(self.dropped)} dropped"]
         out += [f"  new: {name}" for name in self.new] + [f"  dropped: {name}" for name in self.dropped]
-        return out + ([f"  frozen: {len(self.frozen)} parameters ({', '.join(self.frozen[:3])}, ...)"]
-                      if self.frozen else [])
+        out += [f"  frozen: {len(self.frozen)} parameters ({', '.join(self.frozen[:3])}, ...)"] if self.frozen else []
+        if self.lora:
+            out.append(f"  LoRA rank {self.lora['rank']} (alpha {self.lora['alpha']}) on {len(self.lora['adapted'])} "
+                       f"layers: {self.lora['trainable']:,} trainable parameters, the rest frozen")
+        return out
 
 
 def read_init(path: str | Path):

@@ -139,7 +139,20 @@ def start_from(cfg: Config, module: TransformerLitModule, tokenizer_json: str, t
         frozen = freeze(module.model, cfg.trainer.freeze)
         if report is not None:
             report.frozen = frozen
+    if cfg.trainer.lora_rank:  # the config makes sure init_from is set
+        from lmlab.model.lora import add_lora
+
+        report.lora = add_lora(module.model, vars(cfg.trainer))
     return report
+
+
+def plain_weights(mcfg: ModelConfig, weights: dict, tc) -> dict:
+    """The weights the model file holds: a LoRA run's adapters merged into the layers they adapt."""
+    if not tc.lora_rank:
+        return weights
+    from lmlab.model.lora import merged_weights
+
+    return merged_weights(mcfg.to_dict(), weights, vars(tc))
 
 
 def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs: RunDirs,
@@ -206,12 +219,12 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         summary["init"] = init
     if tc.average_last > 1:
         paths = snapshot_files(dirs.ckpt / "snapshots")
-        weights = average_state_dicts(paths)
+        weights = plain_weights(mcfg, average_state_dicts(paths), tc)
         summary["averaged_checkpoints"] = [p.name for p in paths]
         summary["averaged_val_loss"] = _val_loss(mcfg, weights, data, MaskRule.of(tc))
     else:
-        weights = checkpoint_weights(best.best_model_path) if best.best_model_path else \
-            module.model.state_dict()
+        weights = plain_weights(mcfg, checkpoint_weights(best.best_model_path) if best.best_model_path else
+                                module.model.state_dict(), tc)
     if logger and cfg.logger.kind == "wandb":
         exp = logger.experiment
         summary["wandb"] = {"id": exp.id, "project": cfg.logger.project, "entity": cfg.logger.entity,
