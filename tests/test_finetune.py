@@ -168,3 +168,15 @@ def test_lora_trains_only_adapters_and_the_model_file_holds_them_merged(pretrain
 def test_lora_without_a_pretrained_model_is_refused(tiny_overrides):
     with pytest.raises(ConfigError, match=r"^trainer.lora_rank=8 needs init_from \(with init_weights=true\)"):
         cfg_of(tiny_overrides, "trainer.lora_rank=8")
+
+
+def test_an_encoder_decoder_takes_its_decoder_from_a_decoder_only_model():
+    # GPT-style blocks are the decoder's blocks less cross-attention: they load by name, and the
+    # encoder, the cross-attention and its norm start fresh
+    arch = dict(vocab_size=40, n_embd=16, n_head=2, d_ff=32, max_len=24, positions="learned", norm_first=True)
+    gpt = Transformer(ModelConfig(arch="decoder-only", n_encoder_layer=0, n_decoder_layer=2, **arch))
+    seq2seq = Transformer(ModelConfig(arch="encoder-decoder", n_encoder_layer=1, n_decoder_layer=2, **arch))
+    report = warm_start(seq2seq, gpt.state_dict(), "gpt")
+    assert report.dropped == [] and sorted(report.loaded) == sorted(gpt.state_dict())
+    assert {n.split(".")[0] if n.startswith(("encoder", "enc_ln")) else n.split(".", 2)[2].split(".")[0]
+            for n in report.new} == {"encoder", "enc_ln", "cross_attn", "ln2"}
