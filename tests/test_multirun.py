@@ -104,7 +104,8 @@ def test_slurm_preset_writes_a_batch_script_of_one_rank_per_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_refuses_ddp_that_lightning_would_launch(tmp_path):
-    proc = train_script(tmp_path, "-m", "model=tiny,small", "trainer.devices=2", "trainer.strategy=ddp")
+    proc = train_script(tmp_path, "-m", "model=tiny,small", "trainer.accelerator=cpu", "trainer.devices=2",
+                        "trainer.strategy=ddp")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: trainer.devices=2 with trainer.strategy=ddp in a sweep: Lightning would rerun the whole sweep")

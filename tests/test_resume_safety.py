@@ -322,7 +322,7 @@ def test_check_hardware_refuses_what_lightning_refuses_on_this_machine():
     import pytorch_lightning as pl
 
     from lmlab.train.fit import make_strategy
-    from lmlab.train.hardware import check_hardware, cuda_facts
+    from lmlab.train.hardware import cuda_facts, plan_hardware
 
     if torch.cuda.is_available():
         pytest.skip("the cases are the CPU-only machine's")
@@ -331,14 +331,14 @@ def test_check_hardware_refuses_what_lightning_refuses_on_this_machine():
         + [keys for keys, gpus, _ in ACCEPTED if gpus == 0]
     for keys in cases:
         tc = TrainerConfig(**keys)
-        try:
-            check_hardware(tc, *cuda_facts(tc))
-            ours = None
+        try:  # what we accept, Lightning must run as planned; what we refuse, Lightning refuses as asked
+            plan = plan_hardware(tc, *cuda_facts(tc))
+            ours, asked = None, (plan.accelerator, plan.devices, plan.precision)
         except ConfigError as err:
-            ours = str(err)
+            ours, asked = str(err), (tc.accelerator, tc.devices, "32-true" if tc.precision == "auto" else tc.precision)
         try:
-            pl.Trainer(accelerator=tc.accelerator, devices=tc.devices, strategy=make_strategy(tc.strategy),
-                       precision=tc.precision, logger=False, enable_checkpointing=False)
+            pl.Trainer(accelerator=asked[0], devices=asked[1], strategy=make_strategy(tc.strategy),
+                       precision=asked[2], logger=False, enable_checkpointing=False)
             theirs = None
         except Exception as err:  # MisconfigurationException, ValueError, TypeError
             theirs = f"{type(err).__name__}: {err}"

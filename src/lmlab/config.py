@@ -252,11 +252,13 @@ LR_SCHEDULES = ("cosine", "inverse_sqrt", "constant")
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    accelerator: str = "cpu"
+    # auto: the machine decides (lmlab.train.hardware.plan_hardware): CUDA GPUs when present, in
+    # bf16-mixed where they have it (else 16-mixed), the CPU in 32-true otherwise
+    accelerator: str = "auto"
     devices: int = 1
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "auto"
     max_steps: int = 1500
     batch_size: int | None = 64
     max_tokens: int | None = None
@@ -301,9 +303,9 @@ class TrainerConfig:
     def check(self) -> None:
         _require(self.accelerator in ("cpu", "gpu", "cuda", "auto"), "trainer.accelerator",
                  self.accelerator, "must be one of cpu, gpu, cuda, auto")
-        _require(self.precision in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+        _require(self.precision in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
                  "trainer.precision", self.precision,
-                 "must be one of 32-true, bf16-mixed, 16-mixed, bf16-true")
+                 "must be one of auto, 32-true, bf16-mixed, 16-mixed, bf16-true")
         _require(self.devices == -1 or self.devices >= 1, "trainer.devices", self.devices,
                  "must be >= 1 or -1 (all)")
         _require(self.strategy in STRATEGIES, "trainer.strategy", self.strategy,

@@ -24,7 +24,7 @@ from lmlab.model.warmstart import InitError, check_architecture, freeze, read_in
 from lmlab.tracking import define_step_axis, display_name
 from lmlab.train.callbacks import AtomicCheckpointIO, CurveWriter, FinalValidation, Snapshots, snapshot_files
 from lmlab.train.data import TokenDataModule
-from lmlab.train.hardware import check_machine
+from lmlab.train.hardware import Plan, check_machine, gpu_name
 from lmlab.train.loggers import make_logger
 from lmlab.train.module import TrainingDiverged, TransformerLitModule
 from lmlab.train.resume import (
@@ -62,7 +62,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
     dirs = RunDirs(out_dir, Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints",
                    Path(curves_dir))
     tc = cfg.trainer
-    check_machine(tc)  # before anything is read, moved or written
+    plan = check_machine(tc)  # before anything is read, moved or written
     export_layout(dirs)  # and the places the export will publish to
     tok_path = prepared_dir / "tokenizer.json"
     if not tok_path.is_file():
@@ -97,6 +97,8 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
     if run_id is not None:
         os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
+    if is_rank_zero:
+        print(f"train: {plan.describe(gpu_name())}", flush=True)
     if is_rank_zero and init_report is not None:
         print("\n".join(init_report.lines()), flush=True)
     try:
@@ -106,7 +108,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
             write_state(dirs.ckpt, fp, run_id, finished=False)
         try:
             trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks,
-                                    init_report.to_dict() if init_report else None)
+                                    init_report.to_dict() if init_report else None, plan)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err}{last_good_checkpoint(dirs.ckpt, resume_from)}") from None
         if trainer.is_global_zero:
@@ -157,7 +159,7 @@ def plain_weights(mcfg: ModelConfig, weights: dict, tc) -> dict:
 
 def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs: RunDirs,
          resume_from: str | None, run_id: str | None, run_name: str | None,
-         extra_callbacks: Sequence[pl.Callback] = (), init: dict | None = None):
+         extra_callbacks: Sequence[pl.Callback] = (), init: dict | None = None, plan: Plan | None = None):
     """Run the Lightning ``Trainer``, then export the model (rank 0). Returns (trainer, summary)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
@@ -176,9 +178,10 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
     if tc.average_last > 1:
         callbacks.append(Snapshots(dirs.ckpt / "snapshots", tc.checkpoint_every_n_steps, tc.average_last))
     callbacks += extra_callbacks
+    plan = plan or check_machine(tc)
     trainer = pl.Trainer(
-        accelerator=tc.accelerator, devices=tc.devices, strategy=make_strategy(tc.strategy),
-        num_nodes=tc.num_nodes, precision=tc.precision, max_steps=tc.max_steps, max_epochs=-1,
+        accelerator=plan.accelerator, devices=plan.devices, strategy=make_strategy(tc.strategy),
+        num_nodes=tc.num_nodes, precision=plan.precision, max_steps=tc.max_steps, max_epochs=-1,
         val_check_interval=val_every * tc.accumulate_grad_batches, check_val_every_n_epoch=None,
         accumulate_grad_batches=tc.accumulate_grad_batches,
         limit_val_batches=tc.limit_val_batches, gradient_clip_val=tc.gradient_clip_val or None,
@@ -187,7 +190,7 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         use_distributed_sampler=False, enable_model_summary=True, plugins=[AtomicCheckpointIO()],
     )
     if logger:
-        logger.log_hyperparams({"n_parameters": module.model.num_parameters()})
+        logger.log_hyperparams({"n_parameters": module.model.num_parameters(), "hardware": plan.describe(gpu_name())})
         if cfg.logger.kind == "wandb":
             define_step_axis(logger.experiment)  # a no-op stand-in on ranks other than 0
     with warnings.catch_warnings():

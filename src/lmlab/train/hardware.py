@@ -20,6 +20,8 @@ without it fails in ``torch.autocast`` ("Current CUDA Device does not support bf
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from lmlab.config import ConfigError, TrainerConfig
 
 
@@ -28,12 +30,56 @@ def runs_on_gpu(tc: TrainerConfig, cuda_devices: int) -> bool:
     return tc.accelerator in ("gpu", "cuda") or (tc.accelerator == "auto" and cuda_devices > 0)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run trains on, resolved from its trainer config and the machine: the arguments
+    Lightning's ``Trainer`` gets (``accelerator`` is ``cpu`` or ``gpu``, ``precision`` never
+    ``auto``) and a line saying so."""
+
+    accelerator: str
+    devices: int
+    num_nodes: int
+    precision: str
+    strategy: str
+
+    def describe(self, gpu_name: str = "") -> str:
+        """"training on 4× NVIDIA H100 80GB HBM3, bf16-mixed, DDP" (per node), or on the CPU."""
+        world = self.devices * self.num_nodes
+        where = (f"{self.devices}× {gpu_name or 'CUDA GPU'}" if self.accelerator == "gpu"
+                 else "the CPU" if self.devices == 1 else f"{self.devices} CPU processes")
+        nodes = f" on each of {self.num_nodes} nodes" if self.num_nodes > 1 else ""
+        strategy = {"auto": "DDP" if world > 1 else "", "ddp": "DDP", "fsdp": "FSDP"}.get(
+            self.strategy, self.strategy.upper().replace("_", " "))
+        if strategy == "DDP" and self.accelerator == "cpu":
+            strategy = "DDP (gloo)"
+        return ", ".join(part for part in (f"training on {where}{nodes}", self.precision, strategy) if part)
+
+
+def plan_hardware(tc: TrainerConfig, cuda_devices: int, bf16_supported: bool) -> Plan:
+    """The ``Plan`` of ``tc`` on a machine with ``cuda_devices`` CUDA GPUs that do bf16 or not;
+    ``check_hardware``'s refusals first. ``accelerator=auto`` takes the GPUs when there are any,
+    else the CPU; ``precision=auto`` is bf16-mixed on GPUs that have it, 16-mixed (with a gradient
+    scaler) on those that do not, and 32-true on the CPU; ``devices=-1`` is every GPU. Pure, so
+    every case is tested without a GPU."""
+    check_hardware(tc, cuda_devices, bf16_supported)
+    gpu = runs_on_gpu(tc, cuda_devices)
+    precision = tc.precision
+    if precision == "auto":
+        precision = ("bf16-mixed" if bf16_supported else "16-mixed") if gpu else "32-true"
+    devices = cuda_devices if gpu and tc.devices == -1 else tc.devices
+    return Plan("gpu" if gpu else "cpu", devices, tc.num_nodes, precision, tc.strategy)
+
+
 def check_hardware(tc: TrainerConfig, cuda_devices: int, bf16_supported: bool) -> None:
     """Refuse, with one line naming the key and the fix, a trainer config this machine cannot run:
     ``cuda_devices`` CUDA GPUs, ``bf16_supported`` whether they do bf16. Pure: the facts are
     arguments (``cuda_facts`` reads them), so every case is tested without a GPU."""
     if tc.accelerator in ("gpu", "cuda") and cuda_devices == 0:
         raise ConfigError(f"trainer.accelerator={tc.accelerator} but this machine has no CUDA GPU: use trainer=cpu")
+    if tc.accelerator == "auto" and cuda_devices == 0 and tc.devices > 1:
+        # several devices asked of the machine's choice mean GPUs: processes on the CPU are asked by name
+        raise ConfigError(f"trainer.devices={tc.devices} but this machine has no CUDA GPU: for {tc.devices} "
+                          "CPU processes (DDP over gloo) set trainer.accelerator=cpu")
     if runs_on_gpu(tc, cuda_devices):
         if tc.devices > cuda_devices:
             found = f"{cuda_devices} CUDA GPU" + ("s" if cuda_devices > 1 else "")
@@ -54,9 +100,15 @@ def check_hardware(tc: TrainerConfig, cuda_devices: int, bf16_supported: bool) -
                           "processes, e.g. trainer.devices=2")
 
 
-def check_machine(tc: TrainerConfig) -> None:
-    """``check_hardware`` against this machine (``cuda_facts``)."""
-    check_hardware(tc, *cuda_facts(tc))
+def check_machine(tc: TrainerConfig) -> Plan:
+    """``plan_hardware`` against this machine (``cuda_facts``)."""
+    return plan_hardware(tc, *cuda_facts(tc))
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
 
 
 def cuda_facts(tc: TrainerConfig) -> tuple[int, bool]:
@@ -66,5 +118,5 @@ def cuda_facts(tc: TrainerConfig) -> tuple[int, bool]:
     import torch
 
     n = torch.cuda.device_count()
-    wants_bf16 = tc.precision.startswith("bf16") and runs_on_gpu(tc, n)
+    wants_bf16 = (tc.precision.startswith("bf16") or tc.precision == "auto") and runs_on_gpu(tc, n)
     return n, bool(n and wants_bf16 and torch.cuda.is_bf16_supported())
