@@ -3,8 +3,10 @@ evaluate stage run for two strategies, and the run files read back with wandb's 
 (`wandb leet inspect --json`, which decodes the .wandb transaction log with wandb-core)."""
 
 import contextlib
+import hashlib
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from conftest import read_run_file
 from lmlab.config import build_config, compose
 from lmlab.evaluate.metrics import example_scores, score
 from lmlab.evaluate.wandb_run import log_evaluation
-from lmlab.tracking import run_group, run_tags, strategy_name
+from lmlab.tracking import provenance, run_group, run_tags, strategy_name
 
 BASELINE = "0123456789abcdef0123456789abcdef01234567"  # what `dvc exp run` puts in DVC_EXP_BASELINE_REV
 TABLE_COLUMNS = ["id", "source", "reference", "hypothesis", "sentence BLEU"]
@@ -86,9 +88,14 @@ def test_one_training_run_with_the_resolved_config_group_and_tags(logged):
     assert run["run_id"] == logged["summary"]["wandb"]["id"]
     assert run["job_type"] == "train" and run["display_name"] == "tidy-fish"
     assert run["run_group"] == "dvc-0123456"
-    assert run["tags"] == ["model=tiny", "arch=encoder-decoder", "decoding=greedy", "sweep=beam4", "sweep=topp"]
+    assert run["tags"] == ["model=tiny", "arch=encoder-decoder"]  # nothing scored yet
     config = {k: v for k, v in run["config"]["update"].items() if k != "_wandb"}
+    provenance = config.pop("provenance")
     assert config == json.loads(json.dumps(cfg.to_dict()))  # the whole resolved config
+    # where the run comes from, to filter by: the DVC experiment, the commit, the params file's hash
+    params = Path.cwd() / "params.yaml"
+    assert provenance == {"dvc_experiment": "tidy-fish", "git_commit": BASELINE,
+                          "params_sha256": hashlib.sha256(params.read_bytes()).hexdigest()}
     assert config["model"]["name"] == "tiny" and config["trainer"]["max_steps"] == 12
     later = merged(of_type(files["train"]["records"], "config"))
     assert later["n_parameters"] == logged["summary"]["n_parameters"]
@@ -129,9 +136,13 @@ def test_each_strategy_s_metrics_in_the_training_run_summary(logged):
         summary = files[name]["summary"]
         assert {k.split("/", 2)[2]: v for k, v in summary.items()
                 if k.startswith(f"test/{name}/") and k != f"test/{name}/generations"} == metrics
-        # the resume leaves the training run's job_type, tags and group as they are
+        # the resume leaves the training run's job_type and group as they are, and its tags and
+        # scored_strategies name every strategy scored so far
         assert files[name]["run"]["resume"] is True
-        assert {"job_type", "tags", "run_group"}.isdisjoint(files[name]["run"])
+        assert {"job_type", "run_group"}.isdisjoint(files[name]["run"])
+        so_far = ["greedy"] if name == "greedy" else ["greedy", "beam4"]
+        assert files[name]["run"]["tags"] == ["model=tiny", "arch=encoder-decoder", *(f"decoding={s}" for s in so_far)]
+        assert summary["scored_strategies"] == so_far
         assert summary[f"test/{name}/bleu"] == metrics["bleu"]
     assert "test/greedy/perplexity" in files["greedy"]["summary"]
     assert "test/beam4/bleu_p_value" in files["beam4"]["summary"]
@@ -217,7 +228,8 @@ def test_group_from_config_dvc_experiment_or_hydra_multirun():
 def test_strategy_names_and_tags():
     cfg = build_config(compose(["decoding=beam"]))
     assert strategy_name(cfg) == "beam" and strategy_name(cfg, "topp") == "topp"
-    assert run_tags(cfg) == ["model=tiny", "arch=encoder-decoder", "decoding=beam", "sweep=beam4", "sweep=topp"]
+    assert run_tags(cfg) == ["model=tiny", "arch=encoder-decoder"]
+    assert run_tags(cfg, ["greedy", "beam4"]) == ["model=tiny", "arch=encoder-decoder", "decoding=greedy", "decoding=beam4"]
     # a sweep entry named like the main strategy but decoding otherwise: the main one is "decoding"
     clash = build_config(compose(["+decoding@sweep.beam=beam", "sweep.beam.beam_size=8", "decoding=beam"]))
     assert strategy_name(clash) == "decoding" and strategy_name(clash, "beam") == "beam"
@@ -244,3 +256,18 @@ def test_example_scores_per_task():
     column, rep = example_scores([rec(0, "a b c d a b c d", "x"), rec(1, "a b c d e", "x")],
                                  task="language_modeling")
     assert column == "seq-rep-4" and rep == [0.2, 0.0]  # 5 4-grams, 1 repeats one before it
+
+
+def test_provenance_outside_dvc_reads_git_and_params_yaml(tmp_path):
+    assert provenance({}, tmp_path) == {"dvc_experiment": None, "git_commit": None, "params_sha256": None}
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "params.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert provenance({}, tmp_path) == {"dvc_experiment": None, "git_commit": head,
+                                        "params_sha256": hashlib.sha256(b"seed: 1\n").hexdigest()}
+    # DVC's variables win: the experiment's name and its baseline commit, the params of DVC_ROOT
+    got = provenance({"DVC_EXP_NAME": "tidy-fish", "DVC_EXP_BASELINE_REV": BASELINE, "DVC_ROOT": str(tmp_path)}, "/")
+    assert got["dvc_experiment"] == "tidy-fish" and got["git_commit"] == BASELINE and got["params_sha256"]

@@ -2,11 +2,13 @@
 tagged (the Lightning logger of ``train.loggers.make_logger``), and the names that the evaluate
 stages' results take in that same run (``evaluate.wandb_run.log_evaluation``).
 
-One W&B run per training. Its config is the resolved ``Config``; its summary gets the parameter
-count and training throughput (``train.fit``), then one ``test/<strategy>/<metric>`` per metric and
-a table of example generations per decoding strategy (``log_evaluation``, once per evaluate
-stage). The runs of one sweep share a group: ``logger.group``, else ``dvc-<baseline commit>`` under
-``dvc exp run``, else the sweep directory of a Hydra multirun.
+One W&B run per training. Its config is the resolved ``Config`` and its ``provenance`` (DVC
+experiment, git commit, params.yaml hash); its summary gets the parameter count and training
+throughput (``train.fit``), then one ``test/<strategy>/<metric>`` per metric and a table of example
+generations per decoding strategy (``log_evaluation``, once per evaluate stage), which also adds
+the strategy to the run's tags and its ``scored_strategies`` summary field. The runs of one sweep
+share a group: ``logger.group``, else ``dvc-<baseline commit>`` under ``dvc exp run``, else the
+sweep directory of a Hydra multirun.
 """
 
 from __future__ import annotations
@@ -29,11 +31,34 @@ def strategy_name(cfg: Config, sweep_key: str | None = None) -> str:
     return "decoding" if name in cfg.sweep and cfg.sweep[name] != cfg.decoding else name
 
 
-def run_tags(cfg: Config) -> list[str]:
-    """``model=tiny``, ``arch=encoder-decoder``, ``decoding=greedy``, then ``sweep=<key>`` for
-    every sweep entry: the strategies whose results the evaluate stages will add."""
-    return [f"model={cfg.model.name}", f"arch={cfg.model.arch}", f"decoding={strategy_name(cfg)}",
-            *(f"sweep={key}" for key in cfg.sweep)]
+def run_tags(cfg: Config, scored: list[str] = ()) -> list[str]:
+    """``model=tiny``, ``arch=encoder-decoder``, then ``decoding=<name>`` for every strategy
+    scored into the run so far (``scored``, in the order they were; none at training)."""
+    return [f"model={cfg.model.name}", f"arch={cfg.model.arch}", *(f"decoding={name}" for name in scored)]
+
+
+def provenance(environ=os.environ, cwd: str | Path | None = None) -> dict:
+    """What a run's W&B config records beside the resolved config, to group and filter runs by:
+    the DVC experiment's name (DVC_EXP_NAME), the git commit of the code (the experiment's baseline
+    under ``dvc exp run``, else HEAD of the repository) and the SHA-256 of the repository's
+    ``params.yaml`` (the parameters DVC ran; None without one). A value that cannot be had is None."""
+    import hashlib
+
+    root = Path(environ.get("DVC_ROOT") or cwd or os.getcwd())
+    params = root / "params.yaml"
+    return {"dvc_experiment": environ.get("DVC_EXP_NAME"),
+            "git_commit": environ.get("DVC_EXP_BASELINE_REV") or _git_head(root),
+            "params_sha256": hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None}
+
+
+def _git_head(root: Path) -> str | None:
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def run_group(cfg: Config, environ=os.environ) -> str | None:

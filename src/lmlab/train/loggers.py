@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from lmlab.config import Config
-from lmlab.tracking import run_group, run_tags, wandb_dir
+from lmlab.tracking import provenance, run_group, run_tags, wandb_dir
 
 
 def make_logger(cfg: Config, run_name: str, run_id: str | None = None):
@@ -23,5 +23,5 @@ def make_logger(cfg: Config, run_name: str, run_id: str | None = None):
     # Chosen before wandb.init: offline never touches the network.
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(project=lc.project, entity=lc.entity, mode=lc.mode, save_dir=wandb_dir(lc.save_dir),
-                       name=run_name, job_type="train", config=cfg.to_dict(), id=run_id,
+                       name=run_name, job_type="train", config=cfg.to_dict() | {"provenance": provenance()}, id=run_id,
                        resume="allow" if run_id else None, group=run_group(cfg), tags=run_tags(cfg))
