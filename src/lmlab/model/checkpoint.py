@@ -39,8 +39,10 @@ def save_model(model_cfg: dict, state_dict: dict, tokenizer_json: str, config: d
         "config": config,
         **(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # to a file object: torch names the records inside after a path's stem (here a temporary,
+        # different each time), so two saves of the same payload give the same bytes only this way
+        torch.save(payload, f)
 
 
 LFS_POINTER = b"version https://git-lfs"
@@ -121,14 +123,31 @@ def check_data_tokenizer(payload: dict, model_path: str | Path, prepared_dir: st
                          "--prepared-dir its training read, or retrain the model on this one")
 
 
+# what a training summary holds that differs between two runs of the same inputs: kept out of the
+# model file (so its bytes, and DVC's hash of it, depend on the inputs alone) and in run.json beside it
+RUN_SPECIFIC = ("train_seconds", "train_tokens_per_second", "wandb")
+
+
+def stable_summary(summary: dict) -> dict:
+    """``summary`` without its ``RUN_SPECIFIC`` entries: what the model file keeps."""
+    return {k: v for k, v in summary.items() if k not in RUN_SPECIFIC}
+
+
 def read_summary(path: str | Path) -> dict:
-    """The training summary stored in a model file; ``{}`` for a Lightning checkpoint or no file
-    (a sweep strategy is scored without the model). The weights are memory-mapped, not read."""
+    """The training summary of a model file: what the file holds, and the run's ``run.json``
+    beside it (timing, the W&B run) when that is there; ``{}`` for a Lightning checkpoint or no
+    file (a sweep strategy is scored without the model). The weights are memory-mapped, not read."""
+    import json
+
     path = Path(path)
     if not path.is_file():
         return {}
     payload = safe_load(path, mmap=True)
-    return payload.get("summary", {}) if isinstance(payload, dict) else {}
+    summary = payload.get("summary", {}) if isinstance(payload, dict) else {}
+    run_json = path.with_name("run.json")
+    if summary and run_json.is_file():
+        summary = summary | json.loads(run_json.read_text(encoding="utf-8"))
+    return summary
 
 
 def checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:

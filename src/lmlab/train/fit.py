@@ -17,7 +17,7 @@ import torch
 from lmlab.config import Config, ConfigError
 from lmlab.data.tokenizer import PAD, load_tokenizer, tokenizer_hash
 from lmlab.files import atomic_outputs, check_output_dir, write_json
-from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model
+from lmlab.model.checkpoint import average_state_dicts, checkpoint_weights, save_model, stable_summary
 from lmlab.model.loss import MaskRule, eval_generator, loss_sums, masked_batch
 from lmlab.model.transformer import ModelConfig, Transformer
 from lmlab.model.warmstart import InitError, check_architecture, freeze, read_init, warm_start
@@ -247,7 +247,8 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         else:
             run_json, model_pt = staged.file(dirs.out / "run.json"), staged.file(dirs.out / "model.pt")
         write_json(run_json, summary)
-        save_model(mcfg.to_dict(), weights, module.tokenizer_json, cfg.to_dict(), model_pt, {"summary": summary})
+        save_model(mcfg.to_dict(), weights, module.tokenizer_json, cfg.to_dict(), model_pt,
+                   {"summary": stable_summary(summary)})
     if logger and cfg.logger.kind == "wandb":
         import wandb
 
