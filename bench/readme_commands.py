@@ -49,7 +49,7 @@ def readme_commands(text: str) -> list[str]:
         for line in block.splitlines():
             line = pending + line.strip()
             if line.endswith("\\"):
-                pending = line[:-1] + " "
+                pending = line[:-1].rstrip() + " "
                 continue
             pending = ""
             command = re.sub(r"\s+#.*$", "", line).strip() if not line.startswith("#") else ""
