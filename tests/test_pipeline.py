@@ -78,8 +78,10 @@ def test_dvc_repro_end_to_end(repo):
     run(["dvc", "repro"], dest, env)  # back to the committed params (from DVC's run cache)
 
     # (that a decoding experiment never retrains is tests/test_sweep.py's 2 x 2 queue)
+    run(["dvc", "remote", "add", "-d", "team", str(dest.parent / "remote")], dest, env)
     run(git + ["add", "-A"], dest, env)
     run(git + ["commit", "-qm", "baseline"], dest, env)
+    fresh_clone_pulls_and_trains_nothing(dest, env)
 
     # the decoder-only architecture through the same pipeline: retrain, decode, score
     exp = run(["dvc", "exp", "run", "-S", "model=gpt-tiny", "-S", "model.n_encoder_layer=0",
@@ -125,6 +127,24 @@ def test_dvc_repro_end_to_end(repo):
     run(["git", "checkout", "--", "params.yaml", "dvc.lock"], dest, env)
     run(["dvc", "checkout", "--force", "dvc.yaml"], dest, env)  # the main pipeline (pretrain/ never ran here)
     assert (dest / "data/raw/train.source").is_file() and not (dest / "data/raw/train.text").exists()
+
+
+def fresh_clone_pulls_and_trains_nothing(dest, env):
+    """A team's shared cache: push the baseline's outputs to a local remote, clone the repository
+    afresh, pull, and `dvc repro` runs no stage but init (which only hashes init_from); the model,
+    report and generations are the pushed bytes, and an experiment of the same configuration
+    trains nothing either."""
+    run(["dvc", "push", "--run-cache", "dvc.yaml"], dest, env)
+    second = dest.parent / "second"
+    run(["git", "clone", "-q", str(dest), str(second)], dest.parent, env)
+    # the main pipeline's outputs (targetless, DVC would also look for pretrain/'s, never made here)
+    run(["dvc", "pull", "--run-cache", "dvc.yaml"], second, env)
+    out = run(["dvc", "repro"], second, env)
+    assert re.findall(r"Running stage '([^']+)'", out) == ["init"], out
+    for path in ("data/model/model.pt", "reports/report.md", "reports/generations.jsonl"):
+        assert (second / path).read_bytes() == (dest / path).read_bytes(), path
+    out = run(["dvc", "exp", "run", "-S", "trainer.max_steps=12"], second, env)
+    assert re.findall(r"Running stage '([^']+)'", out) == ["init"] and "Stage 'train' didn't change" in out, out
 
 
 @pytest.mark.slow
