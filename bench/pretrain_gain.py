@@ -95,12 +95,13 @@ def draw(result: dict, path: Path) -> None:
     from lmlab.report.report import new_axes, save_figure
 
     budgets = sorted(int(b) for b in result["budgets"])
-    sides = (("pretrained", "o-"), ("scratch_same_tokenizer", "s--"), ("scratch", "^:"))
+    sides = (("pretrained", "o-", "fine-tuned from the pre-trained model"),
+             ("scratch_same_tokenizer", "s--", "from scratch, pre-trained tokenizer"),
+             ("scratch", "^:", "from scratch, its own tokenizer"))
     for key, label, name in (("bleu", "test BLEU", "bleu"), ("nats_per_sentence", "test loss per sentence (nats)", "loss")):
         fig, ax = new_axes(f"Pre-trained against from scratch: {label}", "fine-tuning steps (log scale)", label)
-        for start, style in sides:
-            ax.plot(budgets, [result["budgets"][str(b)][start][key] for b in budgets], style,
-                    label=start.replace("_", " "))
+        for start, style, label in sides:
+            ax.plot(budgets, [result["budgets"][str(b)][start][key] for b in budgets], style, label=label)
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.legend()
