@@ -96,9 +96,10 @@ def data_overrides(n_train: int | None, data: str = "synthetic") -> list[str]:
 def run_config(preset: str, device: str, max_steps: int, save_dir: Path, n_train: int | None = None,
                seed: int | None = None, overrides=(), data: str = "synthetic"):
     """The configuration ``dvc repro`` would train ``preset`` with, for ``max_steps`` steps, its W&B
-    logger writing (offline) into ``save_dir``; ``trainer=gpu`` on CUDA."""
+    logger writing (offline) into ``save_dir``; ``trainer=gpu`` on CUDA, ``trainer=cpu`` otherwise
+    (the machine's default, ``auto``, would take a GPU it finds for a CPU bench)."""
     return build_config(compose([
-        f"model={preset}", *(["trainer=gpu"] if device == "cuda" else []), *data_overrides(n_train, data),
+        f"model={preset}", "trainer=gpu" if device == "cuda" else "trainer=cpu", *data_overrides(n_train, data),
         *overrides, f"trainer.max_steps={max_steps}", f"logger.save_dir={save_dir}", "logger.mode=offline",
         *([f"seed={seed}"] if seed is not None else []),
     ]))
