@@ -20,10 +20,18 @@ def ran(output: str) -> list[str]:
     return [s for s in ("init", "download", "prepare", "train", "generate", "evaluate") if s in names]
 
 
+def without_sweep(dest):
+    """No strategy sweep in the copy (its stages are tests/test_pipeline.py's business): the
+    defaults list of conf/config.yaml loses its two sweep entries."""
+    config = dest / "conf/config.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.lstrip().startswith("- decoding@sweep.")))
+
+
 @pytest.mark.slow
 def test_pretrain_then_fine_tune_and_a_new_pretraining_reruns_the_fine_tuning(tmp_path, tiny_overrides):
     dest = tmp_path / "repo"
-    env, git = copy_repo(dest, tiny_overrides)
+    env, git = copy_repo(dest, tiny_overrides, edit=without_sweep)
 
     def pretrain(steps: int) -> str:
         params = run([sys.executable, "-m", "lmlab.params", *PRETRAIN, f"trainer.max_steps={steps}"], dest, env)
@@ -36,7 +44,10 @@ def test_pretrain_then_fine_tune_and_a_new_pretraining_reruns_the_fine_tuning(tm
 
     out = run(["dvc", "exp", "run", "-S", "init_from=pretrain/data/model/model.pt",
                *[arg for o in GPT for arg in ("-S", o)]], dest, env)
-    assert {"init", "prepare", "train", "evaluate"} <= set(ran(out))
+    assert {"init", "prepare", "train", "generate", "evaluate"} <= set(ran(out))
+    metrics = json.loads((dest / "reports/metrics.json").read_text())  # decoder-only translation, scored
+    assert metrics["n_examples"] == 24 and metrics["perplexity"] > 1.0 and "bleu" in metrics
+    assert json.loads((dest / "reports/train/summary.json").read_text())["arch"] == "decoder-only"
     init = json.loads((dest / "data/model/run.json").read_text())["init"]
     assert init["init_from"] == "pretrain/data/model/model.pt" and init["new"] == [] and init["dropped"] == []
     recorded = json.loads((dest / "data/init/init.json").read_text())
