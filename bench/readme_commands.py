@@ -7,8 +7,9 @@ they are written, in the environment the README says to activate, and report eac
 
 Commands come from the README's ```bash blocks (a line ending in a backslash continues on the
 next). A command is skipped, with the reason, when it needs what this machine may not have: a GPU
-(``trainer=gpu``, ``ddp``, ``fsdp``, SLURM), your own data (``/data/...``) or a model folder you
-downloaded (``init_from=hf/...``); ``make test`` is the CI's own command and is left to it; and the
+(``trainer=gpu``, ``ddp``, ``fsdp``, SLURM), your own data (``/data/...``), the Hugging Face Hub (a
+recipe of a Hub dataset), a model folder you downloaded (``init_from=hf/...``) or a run that was
+interrupted (``ckpt_path=last``); ``make test`` is the CI's own command and is left to it; and the
 by-hand set-up is the same as ``make repro``, which runs first. ``outputs/<date>/<time>`` is the
 folder the training command before it printed. ``--max-steps N`` appends ``trainer.max_steps=N``
 to every command that trains, so the whole path runs in minutes (the commands otherwise train for
@@ -34,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP = (  # (pattern, why): the first that matches
     (r"trainer=(gpu|ddp|fsdp)\b|\bsbatch\b|\bsrun\b", "needs a GPU"),
     (r"(^|[\s=])/data/", "needs your own data"),
+    (r"experiment=(shakespeare_char|multi30k_de_en|wikitext2)", "needs the Hugging Face Hub (network)"),
     (r"init_from=hf/", "needs a Hugging Face model folder you saved"),
+    (r"ckpt_path=last\b", "continues an interrupted run: none here (tests/test_training.py kills one and resumes it)"),
     (r"^make test\b", "the CI's command (run by .ci/run)"),
     (r"^(python3 -m venv|pip install)", "the by-hand set-up: make repro did it"),
 )
