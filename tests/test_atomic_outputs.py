@@ -161,7 +161,7 @@ def restore(root: Path, rels: list[str], store: Path) -> None:
     snapshot(store, rels, root)
 
 
-def kill_points(n: int, most: int = 6) -> list[int]:
+def kill_points(n: int, most: int = 4) -> list[int]:
     """Every one of ``n`` changes when there are few, else ``most`` spread from the first to the last."""
     return sorted({1 + round(i * (n - 1) / (most - 1)) for i in range(most)}) if n else []
 
