@@ -100,8 +100,8 @@ def draw(result: dict, path: Path) -> None:
              ("scratch", "^:", "from scratch, its own tokenizer"))
     for key, label, name in (("bleu", "test BLEU", "bleu"), ("nats_per_sentence", "test loss per sentence (nats)", "loss")):
         fig, ax = new_axes(f"Pre-trained against from scratch: {label}", "fine-tuning steps (log scale)", label)
-        for start, style, label in sides:
-            ax.plot(budgets, [result["budgets"][str(b)][start][key] for b in budgets], style, label=label)
+        for start, style, legend in sides:
+            ax.plot(budgets, [result["budgets"][str(b)][start][key] for b in budgets], style, label=legend)
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.legend()

@@ -129,6 +129,14 @@ def copy_repo(dest: Path, overrides: list[str], edit=None) -> tuple[dict, list[s
     return env, git
 
 
+def without_sweep(dest: Path) -> None:
+    """A ``copy_repo`` edit: no strategy sweep in the copy (its sweep-* stages would only add
+    minutes to repros that test something else), its entries dropped from conf/config.yaml's defaults."""
+    conf = dest / "conf/config.yaml"
+    conf.write_text("".join(line for line in conf.read_text().splitlines(True)
+                            if not line.lstrip().startswith("- decoding@sweep.")))
+
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

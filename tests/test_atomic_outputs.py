@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import copy_repo, run
+from conftest import copy_repo, run, without_sweep
 
 # The outputs of each stage (dvc.yaml's outs, metrics and plots), as the units that must switch
 # whole: a folder with everything in it, or a file. reports/train is declared file by file (three
@@ -91,12 +91,6 @@ def hook(event, args):
 if WATCH:
     sys.addaudithook(hook)
 '''
-
-
-def _no_sweep(dest: Path) -> None:
-    """No sweep-* stages: they would only add minutes to the repros here."""
-    conf = dest / "conf/config.yaml"
-    conf.write_text("".join(line for line in conf.read_text().splitlines(True) if "decoding@sweep." not in line))
 
 
 def _digest(path: Path) -> str:
@@ -178,7 +172,7 @@ def test_a_killed_stage_leaves_old_or_new_outputs_and_dvc_repro_recovers(tmp_pat
     start = time.perf_counter()
     dest = tmp_path / "repo"
     dest.mkdir()
-    env, _ = copy_repo(dest, tiny_overrides, edit=_no_sweep)
+    env, _ = copy_repo(dest, tiny_overrides, edit=without_sweep)
     run(["dvc", "repro"], dest, env)  # the old outputs, and the metrics every recovery must reach
     reference = json.loads((dest / "reports/metrics.json").read_text())
     stages = yaml.safe_load((dest / "dvc.yaml").read_text())["stages"]

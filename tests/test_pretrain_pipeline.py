@@ -6,7 +6,7 @@ import re
 import sys
 
 import pytest
-from conftest import copy_repo, run
+from conftest import copy_repo, run, without_sweep
 
 # the shrunk test config's model, decoder-only (192 positions: a translation pair of 95 tokens a side fits)
 GPT = ["model=gpt-tiny", "model.n_encoder_layer=0", "model.max_len=192"]
@@ -18,14 +18,6 @@ def ran(output: str) -> list[str]:
     the file's name before its own)."""
     names = set(re.findall(r"Running stage '(?:[^':]*:)?([\w-]+)'", output))
     return [s for s in ("init", "download", "prepare", "train", "generate", "evaluate") if s in names]
-
-
-def without_sweep(dest):
-    """No strategy sweep in the copy (its stages are tests/test_pipeline.py's business): the
-    defaults list of conf/config.yaml loses its two sweep entries."""
-    config = dest / "conf/config.yaml"
-    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
-                              if not line.lstrip().startswith("- decoding@sweep.")))
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import copy_repo, is_png, run
+from conftest import copy_repo, is_png, run, without_sweep
 
 # Two model presets of different widths, both tiny (the test's own, beside conf/model/*.yaml).
 PRESETS = {"narrow": 24, "wide": 48}
@@ -18,10 +18,9 @@ def add_presets(dest):
     for name, width in PRESETS.items():
         (dest / f"conf/model/{name}.yaml").write_text(
             f"defaults:\n  - tiny\n  - _self_\n\nname: {name}\nn_embd: {width}\n")
+    without_sweep(dest)  # no in-experiment sweep: one strategy each
     conf = dest / "conf/config.yaml"
-    text = conf.read_text()
-    text = re.sub(r"  - decoding@sweep\.\w+: \w+\n", "", text)  # no in-experiment sweep: one strategy each
-    conf.write_text(text.replace("\nmodel:\n  n_embd: 32\n", "\nmodel:\n"))
+    conf.write_text(conf.read_text().replace("\nmodel:\n  n_embd: 32\n", "\nmodel:\n"))
 
 
 def wait_for_queue(dest, env, timeout=900):

@@ -11,6 +11,7 @@ pickle, ``config.json``, ``tokenizer.json``) without ``transformers``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -129,14 +130,11 @@ def read_hf(path: Path) -> tuple[dict[str, torch.Tensor], dict, str, dict]:
             norm_eps=config.get("layer_norm_eps", 1e-12))
     model_config |= dict(vocab_size=len(hf_ids), pad_id=0, scale_embeddings=False,
                          tie_embeddings=config.get("tie_word_embeddings", True))
-    model_config = {"embed_norm": False, **model_config}
     payload = {"format": f"huggingface-{kind}", "hf_ids": hf_ids, "hf_config": config, "config": {}}
     return mapped, model_config, tokenizer_json, payload
 
 
 def _read_json(path: Path, name: str) -> dict:
-    import json
-
     try:
         return json.loads((path / name).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -161,8 +159,6 @@ def _check_supported(path: Path, config: dict) -> None:
 def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the directory's weight file(s): safetensors, or a PyTorch pickle read with
     ``weights_only`` (``checkpoint.safe_load``); sharded files through their index."""
-    import json
-
     from safetensors.torch import load_file
 
     from lmlab.model.checkpoint import safe_load
@@ -181,13 +177,11 @@ def _hf_weights(path: Path) -> dict[str, torch.Tensor]:
                        "save the model there with save_pretrained")
 
 
-def _special(path: Path, config: dict, vocab: dict[str, int]) -> tuple[list[str | None], str | None]:
+def _special(path: Path, config: dict, vocab: dict[str, int],
+             by_id: dict[int, str]) -> tuple[list[str | None], str | None]:
     """The Hugging Face tokens that take lmlab's ids 0-3 (None: a new row), and the mask token."""
-    import json
-
     file = path / "tokenizer_config.json"
     tc = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-    by_id = {i: t for t, i in vocab.items()}
 
     def token(*keys, id_key=None):
         for key in keys:
@@ -212,8 +206,6 @@ def _reindex_vocab(path: Path, config: dict, encoder_only: bool) -> tuple[list[i
     """(``hf_ids``: the Hugging Face id of each lmlab id, None for a new row; lmlab's tokenizer
     JSON: the same tokenizer with the special tokens at 0-3 under lmlab's names, the others
     renumbered, no post-processor (lmlab adds ``<s>``/``</s>`` itself))."""
-    import json
-
     from tokenizers import Tokenizer
 
     from lmlab.data.tokenizer import SPECIAL_TOKENS, TokenizerSet
@@ -227,13 +219,13 @@ def _reindex_vocab(path: Path, config: dict, encoder_only: bool) -> tuple[list[i
         raise HFImportError(f"init_from={str(path)!r}: a {obj['model']['type']} tokenizer; lmlab imports BPE, "
                            "WordPiece and WordLevel tokenizers")
     vocab = Tokenizer.from_file(str(file)).get_vocab(with_added_tokens=True)
-    roles, mask = _special(path, config, vocab)
+    by_id = {i: t for t, i in vocab.items()}
+    roles, mask = _special(path, config, vocab, by_id)
     if encoder_only and mask is None:
         raise HFImportError(f"init_from={str(path)!r}: the tokenizer names no mask_token, which masked "
                            "language modelling needs")
     placed = {vocab[t] for t in roles if t is not None} | ({vocab[mask]} if encoder_only else set())
     rest = sorted(i for i in vocab.values() if i not in placed)
-    by_id = {i: t for t, i in vocab.items()}
     clash = [by_id[i] for i in rest if by_id[i] in SPECIAL_TOKENS]
     if clash:
         raise HFImportError(f"init_from={str(path)!r}: the token {clash[0]!r} is not a special token there but is "

@@ -97,8 +97,9 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
         run_id = inherited_id or secrets.token_hex(4)  # W&B's own ids are 8 characters too
     if run_id is not None:
         os.environ[WANDB_ID_ENV] = run_id  # DDP ranks that Lightning starts later agree on it
+    hardware = plan.describe(gpu_name())
     if is_rank_zero:
-        print(f"train: {plan.describe(gpu_name())}", flush=True)
+        print(f"train: {hardware}", flush=True)
     if is_rank_zero and init_report is not None:
         print("\n".join(init_report.lines()), flush=True)
     try:
@@ -108,7 +109,7 @@ def train(cfg: Config, prepared_dir: str | Path, out_dir: str | Path, curves_dir
             write_state(dirs.ckpt, fp, run_id, finished=False)
         try:
             trainer, summary = _fit(cfg, module, data, dirs, resume_from, run_id, run_name, callbacks,
-                                    init_report.to_dict() if init_report else None, plan)
+                                    init_report.to_dict() if init_report else None, plan, hardware)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err}{last_good_checkpoint(dirs.ckpt, resume_from)}") from None
         if trainer.is_global_zero:
@@ -159,8 +160,9 @@ def plain_weights(mcfg: ModelConfig, weights: dict, tc) -> dict:
 
 def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs: RunDirs,
          resume_from: str | None, run_id: str | None, run_name: str | None,
-         extra_callbacks: Sequence[pl.Callback] = (), init: dict | None = None, plan: Plan | None = None):
-    """Run the Lightning ``Trainer``, then export the model (rank 0). Returns (trainer, summary)."""
+         extra_callbacks: Sequence[pl.Callback], init: dict | None, plan: Plan, hardware: str):
+    """Run the Lightning ``Trainer`` on ``plan`` (``hardware`` says it in words), then export the
+    model (rank 0). Returns (trainer, summary)."""
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
     tc = cfg.trainer
@@ -178,7 +180,6 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
     if tc.average_last > 1:
         callbacks.append(Snapshots(dirs.ckpt / "snapshots", tc.checkpoint_every_n_steps, tc.average_last))
     callbacks += extra_callbacks
-    plan = plan or check_machine(tc)
     trainer = pl.Trainer(
         accelerator=plan.accelerator, devices=plan.devices, strategy=make_strategy(tc.strategy),
         num_nodes=tc.num_nodes, precision=plan.precision, max_steps=tc.max_steps, max_epochs=-1,
@@ -190,7 +191,7 @@ def _fit(cfg: Config, module: TransformerLitModule, data: TokenDataModule, dirs:
         use_distributed_sampler=False, enable_model_summary=True, plugins=[AtomicCheckpointIO()],
     )
     if logger:
-        logger.log_hyperparams({"n_parameters": module.model.num_parameters(), "hardware": plan.describe(gpu_name())})
+        logger.log_hyperparams({"n_parameters": module.model.num_parameters(), "hardware": hardware})
         if cfg.logger.kind == "wandb":
             define_step_axis(logger.experiment)  # a no-op stand-in on ranks other than 0
     with warnings.catch_warnings():
